@@ -1,0 +1,3 @@
+"""pkkd-lightning: Adder Neural Networks trained with Progressive Kernel-based Knowledge Distillation."""
+
+__version__ = "0.1.0"

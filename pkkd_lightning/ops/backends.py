@@ -1,0 +1,118 @@
+"""Adder backends by name, and the choice ``auto`` makes.
+
+| name        | forward / input-gradient reduction                    | memory          | needs            |
+|-------------|-------------------------------------------------------|-----------------|------------------|
+| `reference` | materialises every patch-filter difference            | O(N L C_out k)  | nothing          |
+| `unfold`    | ``torch.cdist(p=1)`` / blocked materialisation        | bounded chunks  | nothing          |
+| `fused`     | TorchInductor-compiled fused reductions (CPU and CUDA) | bounded chunks  | ``torch.compile``|
+
+``auto`` is ``fused`` where ``torch.compile`` works on the tensor's device type and ``unfold`` otherwise; the
+probe runs once per device type and process, and a failure (no C++ compiler, an unsupported platform) is logged
+as a warning.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Protocol
+
+import torch
+
+from pkkd_lightning.ops.fused_backend import FusedKernels
+from pkkd_lightning.ops.geometry import AdderGeometry
+from pkkd_lightning.ops.reference import reference_backward, reference_forward
+from pkkd_lightning.ops.rowwise import RowKernels, rowwise_backward, rowwise_forward
+from pkkd_lightning.ops.unfold_backend import UnfoldKernels
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "reference", "unfold", "fused")
+
+
+class AdderBackend(Protocol):
+    """Forward and AdderNet-rule backward of ``Y = -||X - F||_1`` over sliding windows."""
+
+    def forward(
+        self, x: torch.Tensor, weight: torch.Tensor, geom: AdderGeometry, chunk_bytes: int | None
+    ) -> torch.Tensor: ...
+
+    def backward(
+        self,
+        grad_out: torch.Tensor,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        geom: AdderGeometry,
+        chunk_bytes: int | None,
+        need_input_grad: bool,
+        need_weight_grad: bool,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]: ...
+
+
+class ReferenceBackend:
+    """The materialising reference (``chunk_bytes`` is ignored: it never chunks)."""
+
+    def forward(self, x, weight, geom, chunk_bytes):  # noqa: D102 - see AdderBackend
+        return reference_forward(x, weight, geom)
+
+    def backward(self, grad_out, x, weight, geom, chunk_bytes, need_input_grad, need_weight_grad):  # noqa: D102
+        return reference_backward(grad_out, x, weight, geom)
+
+
+class RowBackend:
+    """A memory-bounded backend made of two :class:`RowKernels` reductions and the chunked driver."""
+
+    def __init__(self, kernels: RowKernels) -> None:
+        self.kernels = kernels
+
+    def forward(self, x, weight, geom, chunk_bytes):  # noqa: D102 - see AdderBackend
+        return rowwise_forward(self.kernels, x, weight, geom, chunk_bytes)
+
+    def backward(self, grad_out, x, weight, geom, chunk_bytes, need_input_grad, need_weight_grad):  # noqa: D102
+        return rowwise_backward(
+            self.kernels, grad_out, x, weight, geom, chunk_bytes, need_input_grad, need_weight_grad
+        )
+
+
+_BY_NAME: dict[str, AdderBackend] = {
+    "reference": ReferenceBackend(),
+    "unfold": RowBackend(UnfoldKernels()),
+    "fused": RowBackend(FusedKernels()),
+}
+
+
+def check_backend_name(backend: str) -> None:
+    """Raise ``ValueError`` naming the accepted values if ``backend`` is not one of :data:`BACKENDS`."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+@functools.cache
+def fused_available(device_type: str) -> bool:
+    """Whether the fused kernels compile and agree with ``unfold`` on ``device_type`` (probed once)."""
+    rows = torch.randn(5, 7, device=device_type)
+    weight = torch.randn(3, 7, device=device_type)
+    grad = torch.randn(5, 3, device=device_type)
+    fused, unfold = FusedKernels(), UnfoldKernels()
+    try:
+        ok = torch.allclose(fused.l1_distance(rows, weight), unfold.l1_distance(rows, weight), atol=1e-4) and (
+            torch.allclose(
+                fused.clipped_input_grad(grad, rows, weight),
+                unfold.clipped_input_grad(grad, rows, weight),
+                atol=1e-4,
+            )
+        )
+    except Exception as err:  # torch.compile raises many types (no compiler, unsupported platform, ...)
+        log.warning("torch.compile is unusable on %s (%s); adder layers use 'unfold'.", device_type, err)
+        return False
+    if not ok:
+        log.warning("fused adder kernels disagree with 'unfold' on %s; adder layers use 'unfold'.", device_type)
+    return ok
+
+
+def get_backend(name: str, device_type: str) -> AdderBackend:
+    """The backend called ``name``; ``auto`` is ``fused`` where :func:`fused_available`, else ``unfold``."""
+    check_backend_name(name)
+    if name == "auto":
+        name = "fused" if fused_available(device_type) else "unfold"
+    return _BY_NAME[name]
