@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from pkkd_lightning.ops import adder2d
 
-METHODS = ("conv2d", "reference", "unfold", "fused")
+METHODS = ("conv2d", "reference", "unfold", "fused", "native")
 
 
 @dataclass(frozen=True)

@@ -59,8 +59,7 @@ def _validate(input: torch.Tensor, weight: torch.Tensor, geom: AdderGeometry) ->
         raise ValueError(f"adder2d: `weight` must be 4-D (C_out, C_in, kh, kw), got shape {tuple(weight.shape)}")
     if input.shape[1] != weight.shape[1]:
         raise ValueError(
-            f"adder2d: `input` has {input.shape[1]} channels but the layer expects in_channels="
-            f"{weight.shape[1]}"
+            f"adder2d: `input` has {input.shape[1]} channels but the layer expects in_channels={weight.shape[1]}"
         )
     if input.dtype != weight.dtype:
         raise TypeError(f"adder2d: `input` dtype {input.dtype} differs from `weight` dtype {weight.dtype}")
@@ -94,7 +93,7 @@ def adder2d(
         weight: (C_out, C_in, kh, kw) filters.
         bias: optional (C_out,) bias added to the output.
         stride, padding, dilation: as in ``conv2d`` (zero padding).
-        backend: one of ``auto``, ``reference``, ``unfold``, ``fused`` (see :mod:`pkkd_lightning.ops.backends`).
+        backend: one of ``auto``, ``reference``, ``unfold``, ``fused``, ``native`` (see :mod:`pkkd_lightning.ops.backends`).
         chunk_bytes: cap on the unfolded patches held at once (``None``: about the size of ``input``).
             Only memory and speed depend on it, not the result.
 
@@ -111,7 +110,7 @@ def adder2d(
             )  # fmt: skip
     geom = AdderGeometry(tuple(weight.shape[2:]), _pair(stride), _pair(padding), _pair(dilation))
     _validate(input, weight, geom)
-    out = _AdderFunction.apply(input.contiguous(), weight, geom, get_backend(backend, device_type), chunk_bytes)
+    out = _AdderFunction.apply(input.contiguous(), weight, geom, get_backend(backend, input), chunk_bytes)
     if bias is not None:
         out = out + bias.view(1, -1, 1, 1)
     return out
@@ -132,7 +131,7 @@ class Adder2d(nn.Conv2d):
         eta: AdderNet's adaptive learning-rate coefficient (eq. 13): the weight gradient is rescaled to
             ``eta * sqrt(k) * g / ||g||_2`` by :func:`~pkkd_lightning.ops.adaptive_lr.rescale_adder_gradients`;
             ``None`` turns the rescaling off for this layer.
-        backend: which implementation runs (``auto``, ``reference``, ``unfold``, ``fused``).
+        backend: which implementation runs (see :data:`~pkkd_lightning.ops.backends.BACKENDS`).
         chunk_bytes: cap on unfolded patches held at once (``None`` = automatic).
     """
 

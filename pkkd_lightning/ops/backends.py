@@ -5,10 +5,11 @@
 | `reference` | materialises every patch-filter difference            | O(N L C_out k)  | nothing          |
 | `unfold`    | ``torch.cdist(p=1)`` / blocked materialisation        | bounded chunks  | nothing          |
 | `fused`     | TorchInductor-compiled fused reductions (CPU and CUDA) | bounded chunks  | ``torch.compile``|
+| `native`    | C kernels on the padded input (CPU, float32/64)        | like conv2d     | a C compiler     |
 
-``auto`` is ``fused`` where ``torch.compile`` works on the tensor's device type and ``unfold`` otherwise; the
-probe runs once per device type and process, and a failure (no C++ compiler, an unsupported platform) is logged
-as a warning.
+``auto`` picks, for the tensor at hand, the first usable of ``native`` (CPU float32/float64), ``fused`` and
+``unfold``. Whether ``native`` builds and whether ``torch.compile`` works on a device type is probed once per
+process; a failure (no compiler, an unsupported platform) is logged as a warning and the next one is used.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ import torch
 
 from pkkd_lightning.ops.fused_backend import FusedKernels
 from pkkd_lightning.ops.geometry import AdderGeometry
+from pkkd_lightning.ops.native_backend import SUPPORTED_DTYPES, NativeBackend, load_library
 from pkkd_lightning.ops.reference import reference_backward, reference_forward
 from pkkd_lightning.ops.rowwise import RowKernels, rowwise_backward, rowwise_forward
 from pkkd_lightning.ops.unfold_backend import UnfoldKernels
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "reference", "unfold", "fused")
+BACKENDS = ("auto", "reference", "unfold", "fused", "native")
 
 
 class AdderBackend(Protocol):
@@ -69,15 +71,14 @@ class RowBackend:
         return rowwise_forward(self.kernels, x, weight, geom, chunk_bytes)
 
     def backward(self, grad_out, x, weight, geom, chunk_bytes, need_input_grad, need_weight_grad):  # noqa: D102
-        return rowwise_backward(
-            self.kernels, grad_out, x, weight, geom, chunk_bytes, need_input_grad, need_weight_grad
-        )
+        return rowwise_backward(self.kernels, grad_out, x, weight, geom, chunk_bytes, need_input_grad, need_weight_grad)
 
 
 _BY_NAME: dict[str, AdderBackend] = {
     "reference": ReferenceBackend(),
     "unfold": RowBackend(UnfoldKernels()),
     "fused": RowBackend(FusedKernels()),
+    "native": NativeBackend(),
 }
 
 
@@ -110,9 +111,23 @@ def fused_available(device_type: str) -> bool:
     return ok
 
 
-def get_backend(name: str, device_type: str) -> AdderBackend:
-    """The backend called ``name``; ``auto`` is ``fused`` where :func:`fused_available`, else ``unfold``."""
+@functools.cache
+def native_available() -> bool:
+    """Whether the native CPU kernels build and load (probed once)."""
+    try:
+        load_library()
+    except (RuntimeError, OSError) as err:
+        log.warning("native adder kernels unavailable (%s); using the next backend.", err)
+        return False
+    return True
+
+
+def get_backend(name: str, x: torch.Tensor) -> AdderBackend:
+    """The backend called ``name``; ``auto`` resolves for ``x``'s device and dtype (see the module docstring)."""
     check_backend_name(name)
     if name == "auto":
-        name = "fused" if fused_available(device_type) else "unfold"
+        if x.device.type == "cpu" and x.dtype in SUPPORTED_DTYPES and native_available():
+            name = "native"
+        else:
+            name = "fused" if fused_available(x.device.type) else "unfold"
     return _BY_NAME[name]

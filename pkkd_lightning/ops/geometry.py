@@ -25,9 +25,7 @@ class AdderGeometry:
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         """Output height and width, ``floor((H + 2p - dil*(d-1) - 1) / s) + 1`` per axis."""
         sizes = []
-        for size, k, s, p, dil in zip(
-            (height, width), self.kernel_size, self.stride, self.padding, self.dilation
-        ):
+        for size, k, s, p, dil in zip((height, width), self.kernel_size, self.stride, self.padding, self.dilation):
             sizes.append((size + 2 * p - dil * (k - 1) - 1) // s + 1)
         return sizes[0], sizes[1]
 

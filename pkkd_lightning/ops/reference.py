@@ -41,7 +41,5 @@ def reference_backward(
     g = grad_out.reshape(grad_out.shape[0], grad_out.shape[1], 1, -1)  # (N, C_out, 1, L)
     grad_weight = (diff * g).sum(dim=(0, 3)).reshape_as(weight)
     grad_cols = (g * (-diff).clamp(-1.0, 1.0)).sum(1)  # (N, k, L)
-    grad_input = F.fold(
-        grad_cols, (x.shape[2], x.shape[3]), geom.kernel_size, geom.dilation, geom.padding, geom.stride
-    )
+    grad_input = F.fold(grad_cols, (x.shape[2], x.shape[3]), geom.kernel_size, geom.dilation, geom.padding, geom.stride)
     return grad_input, grad_weight

@@ -5,13 +5,11 @@ A backend supplies two reductions over patch rows ``R`` (M, k) and filters ``W``
 * ``l1_distance(R, W)[m, o] = sum_k |R[m, k] - W[o, k]|`` (the forward, AdderNet eq. 2, up to sign);
 * ``clipped_input_grad(G, R, W)[m, k] = sum_o G[m, o] * HardTanh(W[o, k] - R[m, k])`` (AdderNet eq. 6).
 
-The weight gradient needs no such kernel: with the full-precision rule ``dY/dF = X - F`` (eq. 5),
-``sum_m G[m, o] (R[m, k] - W[o, k]) = (G^T R)[o, k] - W[o, k] * sum_m G[m, o]``: two matrix products.
+The weight gradient needs no such kernel: see :mod:`pkkd_lightning.ops.weight_grad`.
 
 The driver walks the batch in chunks of whole images so that the unfolded patch rows of one chunk never exceed
 ``chunk_bytes``; patch rows are recomputed in the backward pass instead of being saved. Peak extra memory is
-therefore bounded by a few chunks, independent of the batch size, and the chunking never changes the result
-beyond float summation order of the weight gradient.
+therefore bounded by a few chunks, independent of the batch size, and the chunking never changes the result.
 """
 
 from __future__ import annotations
@@ -21,6 +19,7 @@ from typing import Protocol
 import torch
 
 from pkkd_lightning.ops.geometry import AdderGeometry
+from pkkd_lightning.ops.weight_grad import adder_weight_grad
 
 #: Lower bound of the automatic chunk budget: chunks smaller than this stop paying for their overhead.
 MIN_CHUNK_BYTES = 4 * 2**20
@@ -31,9 +30,7 @@ class RowKernels(Protocol):
 
     def l1_distance(self, rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor: ...
 
-    def clipped_input_grad(
-        self, grad: torch.Tensor, rows: torch.Tensor, weight: torch.Tensor
-    ) -> torch.Tensor: ...
+    def clipped_input_grad(self, grad: torch.Tensor, rows: torch.Tensor, weight: torch.Tensor) -> torch.Tensor: ...
 
 
 def images_per_chunk(x: torch.Tensor, weight: torch.Tensor, geom: AdderGeometry, chunk_bytes: int | None) -> int:
@@ -77,24 +74,19 @@ def rowwise_backward(
     need_input_grad: bool = True,
     need_weight_grad: bool = True,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """AdderNet gradients (eqs. 5 and 6) chunk by chunk; see the module docstring for the algebra."""
+    """AdderNet gradients: eq. 6 chunk by chunk through ``kernels``, eq. 5 through :func:`adder_weight_grad`."""
     batch, _, height, width = x.shape
-    w2d = weight.reshape(weight.shape[0], -1)
-    grad_input = torch.empty_like(x) if need_input_grad else None
-    gw_products = torch.zeros_like(w2d) if need_weight_grad else None
-    g_column_sums = torch.zeros(weight.shape[0], dtype=x.dtype, device=x.device) if need_weight_grad else None
-    step = images_per_chunk(x, weight, geom, chunk_bytes)
-    for start in range(0, batch, step):
-        part = x[start : start + step]
-        rows = geom.unfold_rows(part)
-        g_rows = geom.output_to_rows(grad_out[start : start + step])
-        if need_weight_grad:
-            gw_products.addmm_(g_rows.t(), rows)
-            g_column_sums.add_(g_rows.sum(0))
-        if need_input_grad:
+    grad_input = grad_weight = None
+    if need_input_grad:
+        w2d = weight.reshape(weight.shape[0], -1)
+        grad_input = torch.empty_like(x)
+        step = images_per_chunk(x, weight, geom, chunk_bytes)
+        for start in range(0, batch, step):
+            part = x[start : start + step]
+            rows = geom.unfold_rows(part)
+            g_rows = geom.output_to_rows(grad_out[start : start + step])
             grad_rows = kernels.clipped_input_grad(g_rows, rows, w2d)
             grad_input[start : start + step] = geom.fold_rows(grad_rows, part.shape[0], height, width)
-    grad_weight = None
     if need_weight_grad:
-        grad_weight = (gw_products - w2d * g_column_sums.unsqueeze(1)).reshape_as(weight)
+        grad_weight = adder_weight_grad(grad_out, x, weight, geom)
     return grad_input, grad_weight
