@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -77,7 +78,7 @@ def time_call(step: Callable[[], None], device: torch.device, repeats: int, warm
 
 
 def _peak_rss_bytes() -> int:
-    status = open("/proc/self/status").read()
+    status = Path("/proc/self/status").read_text()
     return int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) * 1024
 
 

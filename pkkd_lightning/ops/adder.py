@@ -93,7 +93,7 @@ def adder2d(
         weight: (C_out, C_in, kh, kw) filters.
         bias: optional (C_out,) bias added to the output.
         stride, padding, dilation: as in ``conv2d`` (zero padding).
-        backend: one of ``auto``, ``reference``, ``unfold``, ``fused``, ``native`` (see :mod:`pkkd_lightning.ops.backends`).
+        backend: one of :data:`~pkkd_lightning.ops.backends.BACKENDS` (``auto`` picks the fastest usable).
         chunk_bytes: cap on the unfolded patches held at once (``None``: about the size of ``input``).
             Only memory and speed depend on it, not the result.
 
