@@ -22,7 +22,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # torch.load raises pickle, zip and runtime errors for damaged files
-        raise ValueError(f"checkpoint {path} is corrupt or not a PyTorch checkpoint ({type(err).__name__}: {err})")
+        raise ValueError(
+            f"checkpoint {path} is corrupt or not a PyTorch checkpoint ({type(err).__name__}: {err})"
+        ) from err
 
 
 def network_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -27,6 +27,8 @@ from pkkd_lightning.ops.weight_grad import adder_weight_grad
 
 SOURCE_DIR = Path(__file__).parent / "csrc"
 CFLAGS = ("-O3", "-march=native", "-std=c99", "-fPIC", "-shared", "-pthread")
+#: Tried first: with OpenMP the kernels share PyTorch's thread pool (see csrc/adder_cpu.c, parallel_for).
+OPENMP_FLAGS = ("-fopenmp",)
 SUPPORTED_DTYPES = (torch.float32, torch.float64)
 
 _DIMS = ("N", "C", "H", "W", "O", "KH", "KW", "SH", "SW", "DH", "DW", "HO", "WO")
@@ -66,20 +68,10 @@ def load_library() -> ctypes.CDLL:
     digest = hashlib.sha256()
     for path in sources:
         digest.update(path.read_bytes())
-    digest.update(" ".join(CFLAGS).encode() + _cpu_fingerprint().encode())
+    digest.update(" ".join(CFLAGS + OPENMP_FLAGS).encode() + _cpu_fingerprint().encode())
     target = _cache_dir() / f"adder_cpu_{digest.hexdigest()[:16]}.so"
     if not target.exists():
-        compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-        if compiler is None:
-            raise RuntimeError("no C compiler (cc/gcc, or $CC) found to build the native adder kernels")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            built = Path(tmp) / target.name
-            cmd = [compiler, *CFLAGS, str(SOURCE_DIR / "adder_cpu.c"), "-o", str(built)]
-            result = subprocess.run(cmd, capture_output=True, text=True)
-            if result.returncode != 0:
-                raise RuntimeError(f"building the native adder kernels failed: {' '.join(cmd)}\n{result.stderr}")
-            os.replace(built, target)  # atomic: concurrent processes (DDP ranks) never load a partial file
+        _build(target)
     lib = ctypes.CDLL(str(target))
     for name in ("adder_forward", "adder_input_grad"):
         getattr(lib, name).argtypes = [ctypes.POINTER(_AdderArgs), ctypes.c_int, ctypes.c_int]
@@ -93,6 +85,24 @@ def pack_filters(weight: torch.Tensor, block: int) -> torch.Tensor:
     w2d = weight.reshape(weight.shape[0], -1)
     w2d = F.pad(w2d, (0, 0, 0, -w2d.shape[0] % block))
     return w2d.reshape(-1, block, w2d.shape[1]).transpose(1, 2).contiguous()
+
+
+def _build(target: Path) -> None:
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise RuntimeError("no C compiler (cc/gcc, or $CC) found to build the native adder kernels")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        built = Path(tmp) / target.name
+        errors = []
+        for extra in (OPENMP_FLAGS, ()):  # without OpenMP the kernels fall back to pthreads
+            cmd = [compiler, *CFLAGS, *extra, str(SOURCE_DIR / "adder_cpu.c"), "-o", str(built)]
+            result = subprocess.run(cmd, capture_output=True, text=True)
+            if result.returncode == 0:
+                os.replace(built, target)  # atomic: concurrent processes (DDP ranks) never load a partial file
+                return
+            errors.append(f"{' '.join(cmd)}\n{result.stderr}")
+    raise RuntimeError("building the native adder kernels failed:\n" + "\n".join(errors))
 
 
 def _args(xp: torch.Tensor, weight: torch.Tensor, geom: AdderGeometry, out_hw: tuple[int, int]) -> _AdderArgs:
@@ -131,10 +141,11 @@ class NativeBackend:
         _check(x)
         grad_input = grad_weight = None
         if need_input_grad:
-            xp, weight_c, grad_out_c = _pad(x, geom), weight.contiguous(), grad_out.contiguous()
+            xp, weight_c = _pad(x, geom), weight.contiguous()
+            grad_rows_first = grad_out.permute(0, 2, 1, 3).contiguous()  # (N, HO, O, WO): the kernel's layout
             grad_padded = torch.empty_like(xp)
             args = _args(xp, weight_c, geom, tuple(grad_out.shape[2:]))
-            args.g, args.out = grad_out_c.data_ptr(), grad_padded.data_ptr()
+            args.g, args.out = grad_rows_first.data_ptr(), grad_padded.data_ptr()
             load_library().adder_input_grad(ctypes.byref(args), x.dtype == torch.float64, torch.get_num_threads())
             ph, pw = geom.padding
             grad_input = grad_padded[:, :, ph : ph + x.shape[2], pw : pw + x.shape[3]]

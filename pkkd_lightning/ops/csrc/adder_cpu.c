@@ -1,13 +1,25 @@
 /* Native CPU kernels of the adder layer, called from pkkd_lightning/ops/native_backend.py through ctypes.
- * Plain C99 with GCC/Clang vector extensions + pthreads so it builds in about a second with the system compiler and shares no OpenMP runtime
- * with PyTorch. Work items (image x filter block, or image x channel) are split evenly over threads; no two
- * threads write the same output element.
+ * Plain C99 with GCC/Clang vector extensions, so it builds in about a second with the system compiler; threads
+ * come from OpenMP when the compiler supports it (see parallel_for) and from pthreads otherwise. Work items
+ * (image x filter block, or image x channel) are split evenly over threads; no two threads write the same output
+ * element.
  */
 #include <pthread.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #define OB 8
 #define VBYTES 32
+
+#if defined(__AVX__)
+#include <immintrin.h>
+#define VMIN_f32(a, b) _mm256_min_ps((__m256)(a), (__m256)(b))
+#define VMAX_f32(a, b) _mm256_max_ps((__m256)(a), (__m256)(b))
+#define VMIN_f64(a, b) _mm256_min_pd((__m256d)(a), (__m256d)(b))
+#define VMAX_f64(a, b) _mm256_max_pd((__m256d)(a), (__m256d)(b))
+#endif
 
 typedef struct {
     const void *x, *w, *g;
@@ -33,6 +45,22 @@ typedef struct {
 
 typedef void (*RangeFn)(const AdderArgs *, long, long);
 
+#ifdef _OPENMP
+/* Built with -fopenmp, the library binds to the libgomp that PyTorch already loaded (same soname), so the kernels
+ * run on PyTorch's own OpenMP thread pool: no second pool competing with PyTorch's spinning workers for cores. */
+static void parallel_for(RangeFn fn, const AdderArgs *args, long items, int threads) {
+    if (threads > items) threads = (int)items;
+    if (threads <= 1) {
+        fn(args, 0, items);
+        return;
+    }
+#pragma omp parallel num_threads(threads)
+    {
+        const long t = omp_get_thread_num(), n = omp_get_num_threads();
+        fn(args, items * t / n, items * (t + 1) / n);
+    }
+}
+#else
 typedef struct {
     RangeFn fn;
     const AdderArgs *args;
@@ -61,6 +89,7 @@ static void parallel_for(RangeFn fn, const AdderArgs *args, long items, int thre
     run_job(&jobs[0]);
     for (int t = 1; t < threads; ++t) pthread_join(tids[t], 0);
 }
+#endif
 
 int adder_filter_block(void) { return OB; }
 
