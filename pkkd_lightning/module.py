@@ -29,6 +29,7 @@ from pkkd_lightning.distill.taps import FeatureTaps, default_tap_paths
 from pkkd_lightning.models import build_model
 from pkkd_lightning.network_io import load_network_weights
 from pkkd_lightning.ops import Adder2d, rescale_adder_gradients
+from pkkd_lightning.rng import collect_rng_states, resume_rng_states
 
 Mode = Literal["cnn", "ann", "kd", "pkkd"]
 
@@ -109,6 +110,7 @@ class PKKDModule(L.LightningModule):
         if self.teacher is not None and not self.teacher_trainable:
             load_network_weights(self.teacher, teacher_checkpoint)
             self.teacher.requires_grad_(False)
+            self.teacher.eval()
 
         self.distill_points = []
         if mode == "pkkd":
@@ -261,6 +263,19 @@ class PKKDModule(L.LightningModule):
         total = max(1, int(self.trainer.estimated_stepping_batches))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine_factor(step, total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning does not save random-number generator states; a resumed run needs them to draw the same
+        # shuffles and augmentations as an uninterrupted one.
+        checkpoint["rng_states"] = collect_rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._resumed_rng_states = checkpoint.get("rng_states")
+
+    def on_train_start(self) -> None:
+        if getattr(self, "_resumed_rng_states", None) is not None:
+            resume_rng_states(self._resumed_rng_states)
+            self._resumed_rng_states = None
 
     def student_state_dict(self) -> dict[str, torch.Tensor]:
         """The plain ANN's weights: loadable into ``build_model(arch, "adder", num_classes)``."""

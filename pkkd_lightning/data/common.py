@@ -219,6 +219,8 @@ class SplitDataModule(pl.LightningDataModule, abc.ABC):
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
+            # Training drops a last partial batch: a batch of one image cannot be batch-normalised.
+            drop_last=shuffle,
             num_workers=self.num_workers,
             # Pinning only helps (and only works without a warning) when there is a GPU to copy to.
             pin_memory=self.pin_memory and torch.cuda.is_available(),

@@ -12,8 +12,8 @@ Sigma policy (our choice, PAPER.md marks it open). Raw distances are in the tens
 underflows to 0 and gives no gradient. With ``sigma="running_mean"`` (the default) each kernel divides its
 distance by a running mean of that distance (exponential moving average over training batches, all-reduced
 across data-parallel ranks so every replica uses the same value, frozen in eval mode): the kernel value is then
-``exp(-d / mean(d))``, centred near ``e^-1`` whatever the layer's scale. A positive number instead fixes the
-scale (``sigma_a`` for Laplace; ``2 sigma_c^2`` for Gaussian).
+``exp(-d / mean(d))``, centred near ``e^-1`` whatever the layer's scale. A positive number instead fixes sigma
+(``sigma_a`` for Laplace, ``sigma_c`` for Gaussian) as in the paper's formulas.
 """
 
 from __future__ import annotations
@@ -91,13 +91,15 @@ class LaplaceKernel(nn.Module):
 class GaussianKernel(nn.Module):
     """CNN side: ``h = exp(-||x - f||_2^2 / (2 sigma_c^2))`` from ``x.f``, ``||x||^2``, ``||f||^2`` (PKKD eq. 8).
 
-    ``2 sigma_c^2`` is the running (or fixed) scale of the squared distance. ``apply_kernel=False`` returns the
-    scaled squared distance, as :class:`LaplaceKernel` does.
+    The squared distance is divided by ``2 sigma_c^2`` for a fixed ``sigma``, or by its running mean.
+    ``apply_kernel=False`` returns the scaled squared distance, as :class:`LaplaceKernel` does.
     """
 
     def __init__(self, sigma: SigmaSpec = "running_mean", momentum: float = 0.1, apply_kernel: bool = True) -> None:
         super().__init__()
-        self.scale = RunningScale(sigma, momentum)
+        if not isinstance(sigma, str) and not sigma > 0:
+            raise ValueError(f"sigma must be 'running_mean' or a positive number, got {sigma!r}")
+        self.scale = RunningScale(sigma if isinstance(sigma, str) else 2 * sigma**2, momentum)
         self.apply_kernel = apply_kernel
 
     @staticmethod
