@@ -1,0 +1,34 @@
+"""The analysis notebook runs top to bottom on the CPU (training its own short digits run) and writes its figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "feature_distributions.ipynb"
+FIGURES = ["weight_fits.png", "feature_distributions.png", "feature_distances.png", "training_curves.png"]
+
+
+def test_committed_notebook_has_no_outputs() -> None:
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert code and all(not cell.outputs and cell.execution_count is None for cell in code)
+
+
+@pytest.mark.slow
+def test_notebook_executes_and_writes_figures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PKKD_FIGURES_DIR", str(tmp_path / "figures"))
+    monkeypatch.delenv("PKKD_CHECKPOINT", raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the notebook's training run goes into a temporary folder
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    # The kernel inherits this process's environment; "python3" resolves to the interpreter running the tests.
+    client = NotebookClient(
+        notebook, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}
+    )
+    client.execute()
+    for name in FIGURES:
+        figure = tmp_path / "figures" / name
+        assert figure.is_file() and figure.stat().st_size > 10_000, name
