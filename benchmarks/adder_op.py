@@ -7,7 +7,7 @@ the system so that freed memory is not silently reused) or ``torch.cuda.max_memo
 
 Usage::
 
-    python benchmarks/adder_op.py                 # CPU, batch 64, all methods
+    python benchmarks/adder_op.py                 # CPU, batch 64, all methods (``native`` is CPU-only)
     python benchmarks/adder_op.py --device cuda   # on a GPU
     python benchmarks/adder_op.py --methods conv2d fused --batch 128
 """
@@ -130,10 +130,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--methods", nargs="+", choices=METHODS, help="default: every method the device runs")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    methods = ["conv2d"] + [m for m in args.methods if m != "conv2d"]
+    requested = args.methods or [m for m in METHODS if device.type == "cpu" or m != "native"]
+    methods = ["conv2d"] + [m for m in requested if m != "conv2d"]
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, batch {args.batch}")
     print(f"{'shape':<16} {'method':<10} {'fwd ms':>9} {'fwd/conv':>9} {'f+b ms':>9} {'f+b/conv':>9} "
           f"{'peak MiB':>9} {'mem/conv':>9}")  # fmt: skip
