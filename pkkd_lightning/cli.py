@@ -5,9 +5,10 @@
 them all). On top of Lightning's defaults every run gets: TensorBoard and CSV logs in one version folder under
 ``trainer.default_root_dir``, a ``ModelCheckpoint`` on ``val/student_acc1`` (config group ``checkpoint``), a
 ``last.ckpt`` rewritten at every epoch end for resuming (``last_checkpoint``; Lightning's own ``save_last`` writes
-only when the monitored checkpoint improves), an export of the plain student when fitting ends (``export``), a checkpoint on SIGTERM
-(``preemption``), and a CSV of predictions for ``predict`` (``prediction_writer``). With ``test_after_fit: true``
-``fit`` ends by testing the best checkpoint (student and teacher accuracy on the test split).
+only when the monitored checkpoint improves), an export of the plain student when fitting ends (``export``), a
+checkpoint on SIGTERM (``preemption``), and a CSV of predictions for ``predict`` (``prediction_writer``). With
+``test_after_fit: true`` ``fit`` ends by testing the best checkpoint (student and teacher accuracy on the test
+split).
 """
 
 from __future__ import annotations
