@@ -60,6 +60,20 @@ def patch_sq_norms(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x.square(), ones, None, conv.stride, conv.padding, conv.dilation)
 
 
+def full_precision_output(conv: nn.Conv2d, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+    """``output`` itself, or recomputed in float32 when autocast produced it in half precision.
+
+    The Gaussian kernel needs ``||x||^2 + ||f||^2 - 2 x.f``, a small difference of large numbers: with ``x.f``
+    rounded to bfloat16 (8 bits of mantissa) it is mostly rounding error. Only the distilled layers pay for the
+    extra float32 convolution.
+    """
+    if output.dtype not in (torch.float16, torch.bfloat16):
+        return output
+    with torch.autocast(x.device.type, enabled=False):
+        bias = None if conv.bias is None else conv.bias.float()
+        return F.conv2d(x.float(), conv.weight.float(), bias, conv.stride, conv.padding, conv.dilation)
+
+
 def _valid_conv_paths(model: nn.Module) -> list[str]:
     return [name for name, module in model.named_modules() if isinstance(module, nn.Conv2d) and name]
 
@@ -129,7 +143,12 @@ class FeatureTaps:
             if isinstance(module, Adder2d):
                 self._records[path] = TapRecord(output)
             else:
-                filter_norms = module.weight.square().sum(dim=(1, 2, 3))
+                output = full_precision_output(module, inputs[0], output)
+                filter_norms = (
+                    module.weight.float().square().sum(dim=(1, 2, 3))
+                    if output.dtype == torch.float32
+                    else (module.weight.square().sum(dim=(1, 2, 3)))
+                )
                 self._records[path] = TapRecord(output, patch_sq_norms(module, inputs[0]), filter_norms)
 
         return hook

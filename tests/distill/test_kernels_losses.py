@@ -40,6 +40,18 @@ def test_gaussian_kernel_matches_direct_float64_computation():
     torch.testing.assert_close(GaussianKernel(sigma)(tapped(conv, x)), expected)
 
 
+def test_gaussian_kernel_under_bf16_autocast_keeps_float32_accuracy():
+    torch.manual_seed(3)
+    conv = nn.Conv2d(16, 8, 3, padding=1, bias=False)
+    x = torch.randn(2, 16, 6, 6) * 3
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        record = tapped(conv, x)
+    assert record.output.dtype == torch.float32
+    distance = GaussianKernel.squared_distance(record)
+    expected = patch_distances(conv.double(), x.double(), 2)
+    assert ((distance.double() - expected).abs().max() / expected.abs().max()) < 1e-5
+
+
 def test_laplace_kernel_matches_direct_float64_computation():
     torch.manual_seed(1)
     adder = Adder2d(3, 4, 3, padding=1).double()
