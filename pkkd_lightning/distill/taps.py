@@ -144,11 +144,7 @@ class FeatureTaps:
                 self._records[path] = TapRecord(output)
             else:
                 output = full_precision_output(module, inputs[0], output)
-                filter_norms = (
-                    module.weight.float().square().sum(dim=(1, 2, 3))
-                    if output.dtype == torch.float32
-                    else (module.weight.square().sum(dim=(1, 2, 3)))
-                )
+                filter_norms = module.weight.to(output.dtype).square().sum(dim=(1, 2, 3))
                 self._records[path] = TapRecord(output, patch_sq_norms(module, inputs[0]), filter_norms)
 
         return hook
