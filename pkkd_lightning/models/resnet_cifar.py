@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from pkkd_lightning.models.init import init_conv_bn_
+
 #: Channels of the three stages.
 WIDTHS = (16, 32, 64)
 
@@ -84,15 +86,7 @@ class CifarResNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Conv2d(in_channels, num_classes, 1, bias=False)
         self.fc_bn = nn.BatchNorm2d(num_classes)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_conv_bn_(self)
 
     def get_classifier(self) -> nn.Module:
         """The classification layer (timm's accessor name): the 1x1 conv ``fc``."""

@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from pkkd_lightning.models.init import init_conv_bn_
+
 #: Output channels of the three conv pairs.
 WIDTHS = (128, 256, 512)
 #: Spatial size of the last feature map for 32x32 inputs (three 2x2 max-pools).
@@ -66,15 +68,7 @@ class VGGSmall(nn.Module):
             self.add_module(f"layer{index + 1}", VGGStage(in_channels, width))
             in_channels = width
         self.fc = nn.Linear(in_channels * FINAL_SIZE * FINAL_SIZE, num_classes)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_conv_bn_(self)
 
     def get_classifier(self) -> nn.Module:
         """The classification layer (timm's accessor name): the linear ``fc``."""
