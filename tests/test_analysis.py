@@ -202,7 +202,7 @@ def test_load_module_and_datamodule_from_a_cli_run(tmp_path: Path, monkeypatch: 
     ]
     monkeypatch.setattr(sys, "argv", ["pkkd"])  # pytest's own arguments are not the CLI's
     cli = cli_main(args, run=True)
-    checkpoint = Path(cli.trainer.checkpoint_callback.last_model_path)
+    checkpoint = Path(cli.trainer.checkpoint_callback.best_model_path)
     module = load_module(checkpoint)
     assert isinstance(module, PKKDModule) and not module.training
     assert module.device == torch.device("cpu")
