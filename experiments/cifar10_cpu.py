@@ -12,7 +12,9 @@ ResNet-20 on a fixed per-class subset of the CIFAR-10 training images, five meth
 
 Every run logs the accuracy on a fixed test subset each epoch (the curves) and ends with a test on all 10,000 test
 images (the table). Runs are resumable: a finished run is skipped, an interrupted one resumes from its
-``last.ckpt``. ``summarize`` writes the table and the plot.
+``last.ckpt``. ``summarize`` writes the table and the plot. Results live in ``experiments/results/cifar10_cpu``
+and are committed (``result.json``, ``log/metrics.csv`` and the CNN's ``student.pt``, which the fixed-teacher
+ablation of the same seed loads); checkpoints are not.
 
 Usage::
 
@@ -111,9 +113,9 @@ def summarize(args: argparse.Namespace) -> None:
             continue
         acc = [100 * r["student_acc1"] for r in results]
         minutes = [r["wall_seconds"] / 60 for r in results]
-        spread = statistics.stdev(acc) if len(acc) > 1 else 0.0
+        spread = f"{statistics.stdev(acc):.2f}" if len(acc) > 1 else "n/a (one seed)"
         rows.append(
-            f"| {method} | {statistics.mean(acc):.2f} ± {spread:.2f} | {len(acc)} | "
+            f"| {method} | {statistics.mean(acc):.2f} ± {spread} | {len(acc)} | "
             f"{', '.join(f'{a:.2f}' for a in acc)} | {statistics.mean(minutes):.1f} |"
         )
     table = [
@@ -149,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=("run", "summarize"))
     parser.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data" / "cifar10-jpeg")
-    parser.add_argument("--out", type=Path, default=REPO / "runs" / "cifar10_cpu")
+    parser.add_argument("--out", type=Path, default=REPO / "experiments" / "results" / "cifar10_cpu")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--train-per-class", type=int, default=160)
