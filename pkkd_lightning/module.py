@@ -104,8 +104,8 @@ class PKKDModule(L.LightningModule):
         self.beta, self.feature_weight, self.tau = beta, feature_weight, tau
 
         student_type = "conv" if mode == "cnn" else "adder"
-        self.student = build_model(arch, student_type, num_classes)
-        self._configure_adder_layers(eta, adder_backend)
+        adder_kwargs = {"eta": eta, "backend": adder_backend} if student_type == "adder" else None
+        self.student = build_model(arch, student_type, num_classes, adder_kwargs=adder_kwargs)
         self.teacher = build_model(arch, "conv", num_classes) if self.has_teacher else None
         if self.teacher is not None and not self.teacher_trainable:
             load_network_weights(self.teacher, teacher_checkpoint)
@@ -126,11 +126,6 @@ class PKKDModule(L.LightningModule):
     def networks(self) -> list[str]:
         """The trained/evaluated networks: ``["student"]`` or ``["student", "teacher"]``."""
         return ["student", "teacher"] if self.has_teacher else ["student"]
-
-    def _configure_adder_layers(self, eta: float | None, backend: str) -> None:
-        for layer in self.student.modules():
-            if isinstance(layer, Adder2d):
-                layer.eta, layer.backend = eta, backend
 
     def _build_feature_heads(
         self, sigma_ann: SigmaSpec, sigma_cnn: SigmaSpec, momentum: float, use_kernel: bool, use_transform: bool
