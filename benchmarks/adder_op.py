@@ -7,7 +7,7 @@ the system so that freed memory is not silently reused) or ``torch.cuda.max_memo
 
 Usage::
 
-    python benchmarks/adder_op.py                 # CPU, batch 64, all methods (``native`` is CPU-only)
+    python benchmarks/adder_op.py                 # CPU, batch 64, all methods (``native`` CPU-, ``triton`` GPU-only)
     python benchmarks/adder_op.py --device cuda   # on a GPU
     python benchmarks/adder_op.py --methods conv2d fused --batch 128
 """
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from pkkd_lightning.ops import adder2d
 
-METHODS = ("conv2d", "reference", "unfold", "fused", "native")
+METHODS = ("conv2d", "reference", "unfold", "fused", "native", "triton")
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", nargs="+", choices=METHODS, help="default: every method the device runs")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    requested = args.methods or [m for m in METHODS if device.type == "cpu" or m != "native"]
+    gpu_only, cpu_only = ("triton",), ("native",)
+    requested = args.methods or [m for m in METHODS if m not in (gpu_only if device.type == "cpu" else cpu_only)]
     methods = ["conv2d"] + [m for m in requested if m != "conv2d"]
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, batch {args.batch}")
     print(f"{'shape':<16} {'method':<10} {'fwd ms':>9} {'fwd/conv':>9} {'f+b ms':>9} {'f+b/conv':>9} "

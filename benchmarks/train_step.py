@@ -7,6 +7,7 @@ Usage::
 
     python benchmarks/train_step.py                      # CPU, batch 64, 32x32
     python benchmarks/train_step.py --device cuda --batch 256
+    python benchmarks/train_step.py --device cuda --backends triton fused   # adder backends side by side
 """
 
 from __future__ import annotations
@@ -18,14 +19,17 @@ import time
 import torch
 
 from pkkd_lightning import PKKDModule
+from pkkd_lightning.ops import BACKENDS
 
-MODES = ("cnn", "ann", "pkkd")
+ADDER_MODES = ("ann", "pkkd")
 
 
-def step_seconds(mode: str, device: torch.device, batch: int, size: int, repeats: int, bf16: bool) -> float:
-    """Median seconds of one training step of ``mode``."""
+def step_seconds(
+    mode: str, backend: str, device: torch.device, batch: int, size: int, repeats: int, bf16: bool
+) -> float:
+    """Median seconds of one training step of ``mode`` with adder layers run by ``backend``."""
     torch.manual_seed(0)
-    module = PKKDModule("resnet20", 10, mode=mode).to(device)
+    module = PKKDModule("resnet20", 10, mode=mode, adder_backend=backend).to(device)
     optimizer = torch.optim.SGD(module.parameters(), lr=0.01, momentum=0.9)
     x = torch.randn(batch, 3, size, size, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
@@ -61,12 +65,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--bf16", action="store_true", help="autocast to bfloat16 (adder layers stay float32)")
+    parser.add_argument("--backends", nargs="+", default=["auto"], choices=BACKENDS, help="adder backends to time")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     print(f"torch {torch.__version__}, device {device}, batch {args.batch}, {args.size}x{args.size}, bf16 {args.bf16}")
-    results = {mode: step_seconds(mode, device, args.batch, args.size, args.repeats, args.bf16) for mode in MODES}
-    for mode, seconds in results.items():
-        print(f"{mode:<5} {seconds * 1e3:9.1f} ms/step  {seconds / results['cnn']:6.2f}x cnn")
+    shape = (device, args.batch, args.size, args.repeats, args.bf16)
+    results = {"cnn": step_seconds("cnn", "auto", *shape)}
+    for backend in args.backends:
+        for mode in ADDER_MODES:
+            results[f"{mode}[{backend}]"] = step_seconds(mode, backend, *shape)
+    for name, seconds in results.items():
+        print(f"{name:<14} {seconds * 1e3:9.1f} ms/step  {seconds / results['cnn']:6.2f}x cnn")
 
 
 if __name__ == "__main__":

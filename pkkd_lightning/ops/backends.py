@@ -6,10 +6,12 @@
 | `unfold`    | ``torch.cdist(p=1)`` / blocked materialisation        | bounded chunks  | nothing          |
 | `fused`     | TorchInductor-compiled fused reductions (CPU and CUDA) | bounded chunks  | ``torch.compile``|
 | `native`    | C kernels on the padded input (CPU, float32/64)        | like conv2d     | a C compiler     |
+| `triton`    | tiled Triton kernels on the input in place (CUDA)      | like conv2d     | ``triton``, CUDA |
 
-``auto`` picks, for the tensor at hand, the first usable of ``native`` (CPU float32/float64), ``fused`` and
-``unfold``. Whether ``native`` builds and whether ``torch.compile`` works on a device type is probed once per
-process; a failure (no compiler, an unsupported platform) is logged as a warning and the next one is used.
+``auto`` picks, for the tensor at hand, the first usable of ``native`` (CPU float32/float64), ``triton``
+(CUDA), ``fused`` and ``unfold``. Whether ``native`` builds, whether the Triton kernels and ``torch.compile``
+work on a device type is probed once per process; a failure (no compiler, an unsupported platform) is logged as
+a warning and the next one is used.
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ from pkkd_lightning.ops.geometry import AdderGeometry
 from pkkd_lightning.ops.native_backend import SUPPORTED_DTYPES, NativeBackend, load_library
 from pkkd_lightning.ops.reference import reference_backward, reference_forward
 from pkkd_lightning.ops.rowwise import RowKernels, rowwise_backward, rowwise_forward
+from pkkd_lightning.ops.triton_backend import TritonBackend, runs_on, triton_forward
 from pkkd_lightning.ops.unfold_backend import UnfoldKernels
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "reference", "unfold", "fused", "native")
+BACKENDS = ("auto", "reference", "unfold", "fused", "native", "triton")
 
 
 class AdderBackend(Protocol):
@@ -79,6 +82,7 @@ _BY_NAME: dict[str, AdderBackend] = {
     "unfold": RowBackend(UnfoldKernels()),
     "fused": RowBackend(FusedKernels()),
     "native": NativeBackend(),
+    "triton": TritonBackend(),
 }
 
 
@@ -112,6 +116,25 @@ def fused_available(device_type: str) -> bool:
 
 
 @functools.cache
+def triton_available(device_type: str) -> bool:
+    """Whether the Triton kernels run on ``device_type`` and agree with the reference there (probed once)."""
+    if not runs_on(device_type):
+        return False
+    gen = torch.Generator().manual_seed(0)
+    x, weight = torch.randn(2, 3, 5, 4, generator=gen), torch.randn(4, 3, 3, 3, generator=gen)
+    geom = AdderGeometry((3, 3), (1, 1), (1, 1), (1, 1))
+    try:
+        out = triton_forward(x.to(device_type), weight.to(device_type), geom).cpu()
+    except Exception as err:  # triton raises many types (no driver, unsupported GPU, compiler errors, ...)
+        log.warning("Triton adder kernels are unusable on %s (%s); using the next backend.", device_type, err)
+        return False
+    ok = torch.allclose(out, reference_forward(x, weight, geom), atol=1e-4)
+    if not ok:
+        log.warning("Triton adder kernels disagree with the reference on %s; using the next backend.", device_type)
+    return ok
+
+
+@functools.cache
 def native_available() -> bool:
     """Whether the native CPU kernels build and load (probed once)."""
     try:
@@ -128,6 +151,8 @@ def get_backend(name: str, x: torch.Tensor) -> AdderBackend:
     if name == "auto":
         if x.device.type == "cpu" and x.dtype in SUPPORTED_DTYPES and native_available():
             name = "native"
+        elif x.device.type == "cuda" and triton_available("cuda"):
+            name = "triton"
         else:
             name = "fused" if fused_available(x.device.type) else "unfold"
     return _BY_NAME[name]

@@ -8,10 +8,13 @@ import pytest
 import torch
 
 from pkkd_lightning.ops import adder2d
+from pkkd_lightning.ops.backends import triton_available
 from pkkd_lightning.ops.geometry import AdderGeometry
 from pkkd_lightning.ops.reference import reference_backward, reference_forward
 
-FAST_BACKENDS = ("unfold", "fused", "native")
+# On a machine without CUDA the Triton kernels run in Triton's CPU interpreter (tests/conftest.py).
+FAST_BACKENDS = ("unfold", "fused", "native") + (("triton",) if triton_available("cpu") else ())
+CUDA_BACKENDS = ("unfold", "fused", "triton", "auto")
 # (batch, kernel, stride, padding): batch 1 and >1, kernel 1 and 3, stride 1 and 2, padding 0 and 1.
 GRID = list(itertools.product((1, 3), (1, 3), (1, 2), (0, 1)))
 
@@ -116,7 +119,7 @@ def test_no_input_gradient_requested_computes_only_the_weight_gradient():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("backend", ("unfold", "fused", "auto"))
+@pytest.mark.parametrize("backend", CUDA_BACKENDS)
 def test_cuda_backend_matches_cpu_reference(backend):
     x, w, g, geom = random_problem(3, 3, 2, 1, dtype=torch.float32, channels=(8, 16), size=(12, 10))
     y, gx, gw = run_backend(backend, x.cuda(), w.cuda(), g.cuda(), 2, 1)
