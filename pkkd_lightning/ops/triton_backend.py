@@ -21,6 +21,7 @@ Each output element is summed in a fixed order whatever the tile sizes, so resul
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -192,12 +193,19 @@ class TritonBackend:
                 f"backend='triton' needs the triton package and CUDA tensors (or TRITON_INTERPRET=1 to run "
                 f"its kernels in the CPU interpreter), got a tensor on {x.device}; use backend='auto'"
             )
-        return triton_forward(x, weight, geom)
+        with _on_device_of(x):
+            return triton_forward(x, weight, geom)
 
     def backward(self, grad_out, x, weight, geom, chunk_bytes, need_input_grad, need_weight_grad):  # noqa: D102
-        grad_input = triton_input_grad(grad_out, x, weight, geom) if need_input_grad else None
+        with _on_device_of(x):
+            grad_input = triton_input_grad(grad_out, x, weight, geom) if need_input_grad else None
         grad_weight = adder_weight_grad(grad_out, x, weight, geom) if need_weight_grad else None
         return grad_input, grad_weight
+
+
+def _on_device_of(x: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Triton launches on the current CUDA device: make it ``x``'s (a tensor on cuda:1 while cuda:0 is current)."""
+    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
 
 
 def runs_on(device_type: str) -> bool:

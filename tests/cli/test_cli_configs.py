@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pkkd_lightning.callbacks import ProgressiveSchedule
+from pkkd_lightning.callbacks import PreciseBatchNorm, ProgressiveSchedule
 from pkkd_lightning.cli import PKKDLightningCLI, cli_main
 from pkkd_lightning.data import CIFAR10DataModule, CIFAR100DataModule, DigitsDataModule, ImageNetDataModule
 from pkkd_lightning.module import PKKDModule
@@ -138,3 +138,13 @@ def test_references_inside_a_config_resolve_relative_to_that_config(tmp_path: Pa
     cli = instantiate(CONFIG_DIR / "cifar100_ann20_plain.yaml", tmp_path)
     assert type(cli.datamodule) is CIFAR100DataModule
     assert cli.model.hparams.num_classes == 100
+
+
+def test_precise_batchnorm_is_added_from_the_command_line(tmp_path: Path):
+    demo = CONFIG_DIR / "digits_pkkd.yaml"
+    cli = instantiate(
+        demo, tmp_path, "--trainer.callbacks+=PreciseBatchNorm", "--trainer.callbacks.num_batches=5"
+    )  # fmt: skip
+    precise = [cb for cb in cli.trainer.callbacks if isinstance(cb, PreciseBatchNorm)]
+    assert [cb.num_batches for cb in precise] == [5]
+    assert any(isinstance(cb, ProgressiveSchedule) for cb in cli.trainer.callbacks), "the config's own callback"

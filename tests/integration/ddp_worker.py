@@ -54,6 +54,22 @@ class InOrderDigits(DigitsDataModule):
         return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=False, sampler=sampler)
 
 
+def cpu_trainer(devices: int, **overrides) -> L.Trainer:
+    """A quiet CPU Trainer over ``devices`` processes (DDP when more than one) that keeps its own sampling."""
+    kwargs = {
+        "accelerator": "cpu",
+        "devices": devices,
+        "strategy": "ddp" if devices > 1 else "auto",
+        "use_distributed_sampler": False,
+        "num_sanity_val_steps": 0,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
+    return L.Trainer(**{**kwargs, **overrides})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--devices", type=int, required=True)
@@ -66,19 +82,7 @@ def main() -> None:
     data.setup("fit")
     module.calibrate_batchnorm(torch.stack([data.train_set[i][0] for i in range(64)]))
     torch.save(module.state_dict(), f"{args.out}.initial")
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=args.devices,
-        strategy="ddp" if args.devices > 1 else "auto",
-        use_distributed_sampler=False,
-        max_steps=args.steps,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = cpu_trainer(args.devices, max_steps=args.steps, limit_val_batches=0)
     trainer.fit(module, data)
     if trainer.is_global_zero:
         torch.save(module.state_dict(), args.out)
