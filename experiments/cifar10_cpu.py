@@ -148,7 +148,9 @@ def summarize(args: argparse.Namespace) -> None:
             axis.plot(range(1, length + 1), mean, marker="o", label=f"{method} (mean of {len(curves)} seeds)")
     axis.set_xlabel("epoch")
     axis.set_ylabel(f"test top-1 % ({args.curve_per_class} images per class)")
-    axis.set_title("ResNet-20, CIFAR-10 subset, 2 CPU cores")
+    precise_bn = {json.loads(p.read_text()).get("precise_bn_batches", 0) for p in args.out.glob("*/result.json")}
+    title = "ResNet-20, CIFAR-10 subset, 2 CPU cores"
+    axis.set_title(title + (f", precise BN ({max(precise_bn)} batches)" if max(precise_bn, default=0) else ""))
     axis.legend()
     axis.grid(alpha=0.3)
     figures = REPO / "docs" / "figures"
