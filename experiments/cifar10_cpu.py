@@ -115,9 +115,12 @@ def summarize(args: argparse.Namespace) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    by_method = {
+        method: [json.loads(p.read_text()) for p in sorted(args.out.glob(f"{method}_seed*/result.json"))]
+        for method in METHODS
+    }
     rows = []
-    for method in METHODS:
-        results = [json.loads(p.read_text()) for p in sorted(args.out.glob(f"{method}_seed*/result.json"))]
+    for method, results in by_method.items():
         if not results:
             continue
         acc = [100 * r["student_acc1"] for r in results]
@@ -148,9 +151,9 @@ def summarize(args: argparse.Namespace) -> None:
             axis.plot(range(1, length + 1), mean, marker="o", label=f"{method} (mean of {len(curves)} seeds)")
     axis.set_xlabel("epoch")
     axis.set_ylabel(f"test top-1 % ({args.curve_per_class} images per class)")
-    precise_bn = {json.loads(p.read_text()).get("precise_bn_batches", 0) for p in args.out.glob("*/result.json")}
+    precise_bn = max((r.get("precise_bn_batches", 0) for rs in by_method.values() for r in rs), default=0)
     title = "ResNet-20, CIFAR-10 subset, 2 CPU cores"
-    axis.set_title(title + (f", precise BN ({max(precise_bn)} batches)" if max(precise_bn, default=0) else ""))
+    axis.set_title(title + (f", precise BN ({precise_bn} batches)" if precise_bn else ""))
     axis.legend()
     axis.grid(alpha=0.3)
     figures = REPO / "docs" / "figures"
