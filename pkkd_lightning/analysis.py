@@ -58,10 +58,10 @@ def collect_features(
 ) -> dict[str, FeatureSet]:
     """Run student and teacher in eval mode over ``loader`` and sample their features at the distillation points.
 
-    The module's own kernels and transforms compute the kernel features, in eval mode so the running sigmas stay
-    frozen; the module's train/eval state is restored afterwards. Sampling keeps the ``max_samples`` positions
-    with the smallest uniform random keys seen so far (a uniform sample without replacement over all batches,
-    in bounded memory), the same positions for all four tensors.
+    The module's own distiller computes the kernel features (``return_features=True``), in eval mode so the
+    running sigmas stay frozen; the module's train/eval state is restored afterwards. Sampling keeps the
+    ``max_samples`` positions with the smallest uniform random keys seen so far (a uniform sample without
+    replacement over all batches, in bounded memory), the same positions for all four tensors.
 
     Args:
         module: a ``pkkd``-mode module.
@@ -71,9 +71,9 @@ def collect_features(
         seed: seed of the sampling.
 
     Returns:
-        ``{path: FeatureSet}`` in the order of ``module.distill_points``, 1-D float32 CPU tensors.
+        ``{path: FeatureSet}`` in the order of ``module.distiller.points``, 1-D float32 CPU tensors.
     """
-    if not module.distill_points:
+    if module.distiller is None:
         raise ValueError(f"collect_features needs a module with mode='pkkd', got mode={module.hparams.mode!r}")
     if max_batches is not None and max_batches < 1:
         raise ValueError(f"max_batches must be a positive int or None, got {max_batches}")
@@ -81,7 +81,6 @@ def collect_features(
         raise ValueError(f"max_samples must be a positive int or None, got {max_samples}")
     generator = torch.Generator().manual_seed(seed)
     kept: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # path -> (keys (n,), values (4, n))
-    heads = list(zip(module.distill_points, module.ann_kernels, module.cnn_kernels, module.feature_transforms))
     was_training = module.training
     module.eval()
     try:
@@ -90,14 +89,9 @@ def collect_features(
                 if max_batches is not None and index >= max_batches:
                     break
                 x = (batch[0] if isinstance(batch, (list, tuple)) else batch).to(module.device)
-                with module.student_taps:
-                    module.student(x)
-                with module.teacher_taps:
-                    module.teacher(x)
-                student, teacher = module.student_taps.pop(), module.teacher_taps.pop()
-                for path, ann_kernel, cnn_kernel, transform in heads:
-                    s, t = student[path], teacher[path]
-                    values = torch.stack([s.output, t.output, transform(ann_kernel(s)), cnn_kernel(t)])
+                features = module.distiller(x, train_teacher=False, return_features=True).features
+                for path, f in features.items():
+                    values = torch.stack([f.student_raw, f.teacher_raw, f.student, f.teacher])
                     values = values.flatten(1).float().cpu()
                     keys = torch.rand(values.shape[1], generator=generator)
                     if path in kept:
@@ -110,7 +104,7 @@ def collect_features(
         module.train(was_training)
     if not kept:
         raise ValueError("collect_features: the loader gave no batches")
-    return {path: FeatureSet(*kept[path][1].unbind(0)) for path in module.distill_points}
+    return {path: FeatureSet(*kept[path][1].unbind(0)) for path in module.distiller.points}
 
 
 @dataclass(frozen=True)

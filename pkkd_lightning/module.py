@@ -1,85 +1,86 @@
 """PKKDModule: a CNN teacher and its AdderNet student trained together (Xu et al., NeurIPS 2020).
 
-One LightningModule holds the pair and, on every batch, trains
-
-* the student ANN with ``L_A = (1 - beta) CE(z_A, y) + beta tau^2 KL(p_C^tau || p_A^tau) + lambda L_feat``,
-  where ``L_feat`` matches the ANN's Laplace-kernel features (after a training-only 1x1 transform) to the CNN's
-  Gaussian-kernel features at the distillation points (:mod:`pkkd_lightning.distill`);
-* the teacher CNN with ``L_C = CE(z_C, y)`` (plus an optional mutual term from the student), so the student
-  always learns from a teacher at a similar stage of training: the "progressive" part.
-
-``mode`` selects each row of the paper's table and its baselines; the ablation switches remove one piece each.
+The module wires the networks, the feature distiller (:mod:`pkkd_lightning.distill`), the optimiser and the
+metrics. On every batch it trains the student with ``L_A = (1 - beta) CE + beta tau^2 KL + lambda L_feat``
+(``docs/method.md``) and a jointly trained teacher with ``L_C = CE(z_C, y)``; ``mode`` selects each row of the
+paper's table and its baselines.
 """
 
 from __future__ import annotations
 
-import math
+from dataclasses import asdict, replace
 from typing import Any, Literal
 
 import lightning as L
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
 
-from pkkd_lightning.distill.kernels import GaussianKernel, LaplaceKernel, SigmaSpec
-from pkkd_lightning.distill.losses import blended_student_loss, feature_matching_loss, soft_logit_loss
-from pkkd_lightning.distill.taps import FeatureTaps, default_tap_paths
-from pkkd_lightning.models import build_model
+from pkkd_lightning.distill import Centering, FeatureSpace, KernelDistiller, LossWeightName, LossWeights
+from pkkd_lightning.distill.diagnostics import gradient_shares
+from pkkd_lightning.distill.kernels import SigmaSpec
+from pkkd_lightning.distill.losses import feature_matching_loss, soft_logit_loss
+from pkkd_lightning.distill.taps import default_tap_paths
+from pkkd_lightning.metrics import accuracy_metrics
+from pkkd_lightning.models import Arch, InitScheme
+from pkkd_lightning.modes import Mode, TeacherTraining, build_network, student_layer_type
 from pkkd_lightning.network_io import load_network_weights
-from pkkd_lightning.ops import Adder2d, rescale_adder_gradients
+from pkkd_lightning.ops import rescale_adder_gradients
+from pkkd_lightning.ops.backends import AdderBackendName, check_backend_name
 from pkkd_lightning.rng import collect_rng_states, resume_rng_states
+from pkkd_lightning.validation import check_choice, check_int, check_number
 
-Mode = Literal["cnn", "ann", "kd", "pkkd"]
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A loss term became NaN or infinite; the message names the term."""
+LrSchedule = Literal["cosine", "constant"]
 
 
 class PKKDModule(L.LightningModule):
-    """Teacher CNN + student ANN of the same architecture, trained with PKKD.
+    """Teacher CNN + student ANN of the same architecture, trained with PKKD (``docs/method.md``).
 
     Args:
         arch: model name from :func:`pkkd_lightning.models.list_models`.
-        num_classes: number of classes.
+        num_classes: number of classes (the CLI links it to the data module's).
         mode: ``cnn`` (a CNN alone), ``ann`` (a plain AdderNet), ``kd`` (AdderNet + logit distillation from a
             fixed teacher loaded from ``teacher_checkpoint``) or ``pkkd`` (the full method).
+        init: ``official`` (the AdderNet code's initialisation) or ``kaiming``; see :mod:`pkkd_lightning.models.init`.
         distill_points: module paths of the distilled layers (shared by the twins); ``None`` = the last body
             layer of each stage.
-        feature_weight: lambda, the weight of ``L_feat`` (moved over training by ``ProgressiveSchedule``).
-        beta: weight of the soft-logit term against cross-entropy (likewise scheduled).
-        tau: softmax temperature of the soft-logit term.
-        use_kernel: ablation switch; False matches scaled raw distances instead of kernel values.
-        use_linear_transform: ablation switch; False drops the training-only 1x1 transform on the ANN side.
-        progressive: True trains the teacher jointly; False loads it from ``teacher_checkpoint`` and freezes it
-            (the "fixed pre-trained teacher" ablation).
+        feature_weight: lambda, the weight of ``L_feat`` (a ``LossWeightSchedule`` may move it).
+        beta: weight of the soft-logit term against cross-entropy, in [0, 1] (likewise).
+        tau: softmax temperature of the soft-logit term, > 0 (likewise).
+        feature_space: ``kernel`` (PKKD) or ``distance`` (ablation: match the scaled distances, no kernel).
+        linear_transform: the training-only 1x1 transform on the ANN side (False: the "no transform" ablation).
+        centering: ``none`` (PKKD) or ``channel`` **[ours]**: distances centred over channels before the kernels.
+        teacher_training: ``joint`` trains the teacher with the student (PKKD's "progressive" teacher); ``fixed``
+            loads it from ``teacher_checkpoint`` and freezes it (the "fixed pre-trained teacher" ablation).
         teacher_checkpoint: weights of a fixed teacher (a Lightning checkpoint of a ``cnn``-mode run, or an
-            exported state dict); required by ``kd`` and by ``pkkd`` with ``progressive=False``.
+            exported state dict); required by ``kd`` and by ``teacher_training="fixed"``.
         mutual_weight: weight of an optional ``tau^2 KL(p_A || p_C)`` term in the teacher's loss (0 = off).
-        sigma_ann, sigma_cnn: kernel scales: ``"running_mean"`` or a fixed positive number
-            (:mod:`pkkd_lightning.distill.kernels`).
-        sigma_momentum: momentum of the running-mean sigma.
-        lr: initial SGD learning rate (both networks and the transforms).
+        sigma_ann, sigma_cnn: kernel scales: ``"running_mean"`` or a fixed positive number.
+        sigma_momentum: momentum of the running-mean sigma, in (0, 1].
+        lr: initial SGD learning rate (both networks and the feature heads), > 0.
         momentum, nesterov, weight_decay: SGD settings.
         lr_schedule: ``cosine`` (per step, to zero over the run) or ``constant``.
         eta: AdderNet's adaptive learning-rate coefficient for every adder layer; ``None`` disables it.
         adder_backend: implementation of the adder layers (see :data:`pkkd_lightning.ops.BACKENDS`).
+        grad_share_every_n_steps: log the gradient shares of the student's loss terms at the distilled layers
+            every N training steps (``train/grad_share/<layer>/<term>``; 0 = never). Each costs a backward
+            pass per term.
     """
 
     def __init__(
         self,
-        arch: str = "resnet20",
+        arch: Arch = "resnet20",
         num_classes: int = 10,
         mode: Mode = "pkkd",
+        init: InitScheme = "official",
         distill_points: list[str] | None = None,
         feature_weight: float = 1.0,
         beta: float = 0.5,
         tau: float = 4.0,
-        use_kernel: bool = True,
-        use_linear_transform: bool = True,
-        progressive: bool = True,
+        feature_space: FeatureSpace = "kernel",
+        linear_transform: bool = True,
+        centering: Centering = "none",
+        teacher_training: TeacherTraining = "joint",
         teacher_checkpoint: str | None = None,
         mutual_weight: float = 0.0,
         sigma_ann: SigmaSpec = "running_mean",
@@ -89,128 +90,123 @@ class PKKDModule(L.LightningModule):
         momentum: float = 0.9,
         nesterov: bool = False,
         weight_decay: float = 5e-4,
-        lr_schedule: Literal["cosine", "constant"] = "cosine",
+        lr_schedule: LrSchedule = "cosine",
         eta: float | None = 0.2,
-        adder_backend: str = "auto",
+        adder_backend: AdderBackendName = "auto",
+        grad_share_every_n_steps: int = 50,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        _check_choice("mode", mode, ("cnn", "ann", "kd", "pkkd"))
-        _check_choice("lr_schedule", lr_schedule, ("cosine", "constant"))
+        check_choice("model.mode", mode, Mode)
+        check_choice("model.teacher_training", teacher_training, TeacherTraining)
+        check_choice("model.lr_schedule", lr_schedule, LrSchedule)
+        check_backend_name(adder_backend, "model.adder_backend")
+        check_int("model.num_classes", num_classes, 2)
+        check_int("model.grad_share_every_n_steps", grad_share_every_n_steps, 0)
+        check_number("model.lr", lr, low=0.0, low_open=True)
+        check_number("model.momentum", momentum, low=0.0, high=1.0)
+        check_number("model.weight_decay", weight_decay, low=0.0)
+        check_number("model.mutual_weight", mutual_weight, low=0.0)
+        check_number("model.eta", eta, low=0.0, low_open=True, optional=True)
+        self.loss_weights = LossWeights(beta=beta, feature_weight=feature_weight, tau=tau)
         self.has_teacher = mode in ("kd", "pkkd")
-        self.teacher_trainable = mode == "pkkd" and progressive
+        self.teacher_trainable = mode == "pkkd" and teacher_training == "joint"
         if self.has_teacher and not self.teacher_trainable and teacher_checkpoint is None:
-            raise ValueError(f"mode={mode!r} with a fixed teacher needs teacher_checkpoint (a cnn-mode run's weights)")
-        self.beta, self.feature_weight, self.tau = beta, feature_weight, tau
+            raise ValueError(f"model.mode={mode!r} with a fixed teacher needs model.teacher_checkpoint (a cnn run)")
 
-        student_type = "conv" if mode == "cnn" else "adder"
-        adder_kwargs = {"eta": eta, "backend": adder_backend} if student_type == "adder" else None
-        self.student = build_model(arch, student_type, num_classes, adder_kwargs=adder_kwargs)
-        self.teacher = build_model(arch, "conv", num_classes) if self.has_teacher else None
+        layer_type = student_layer_type(mode)
+        adder_kwargs = {"eta": eta, "backend": adder_backend} if layer_type == "adder" else None
+        self.student = build_network(arch, layer_type, num_classes, init, adder_kwargs)
+        self.teacher = build_network(arch, "conv", num_classes, init) if self.has_teacher else None
         if self.teacher is not None and not self.teacher_trainable:
-            load_network_weights(self.teacher, teacher_checkpoint)
+            load_network_weights(self.teacher, teacher_checkpoint, f"arch={arch}, num_classes={num_classes}")
             self.teacher.requires_grad_(False)
             self.teacher.eval()
-
-        self.distill_points = []
+        self.distiller = None
         if mode == "pkkd":
-            self.distill_points = list(distill_points) if distill_points else default_tap_paths(self.student)
-            self.student_taps = FeatureTaps(self.student, self.distill_points)
-            self.teacher_taps = FeatureTaps(self.teacher, self.distill_points)
-            self._build_feature_heads(sigma_ann, sigma_cnn, sigma_momentum, use_kernel, use_linear_transform)
-
+            points = distill_points or default_tap_paths(self.student)
+            self.distiller = KernelDistiller(
+                self.student, self.teacher, points, feature_space, linear_transform,
+                sigma_ann, sigma_cnn, sigma_momentum, centering,
+            )  # fmt: skip
         self.metrics = nn.ModuleDict(
-            {f"{stage}_{net}": _accuracy_metrics(num_classes) for stage in ("val", "test") for net in self.networks()}
+            {f"{stage}_{net}": accuracy_metrics(num_classes) for stage in ("val", "test") for net in self.networks()}
         )
 
     def networks(self) -> list[str]:
         """The trained/evaluated networks: ``["student"]`` or ``["student", "teacher"]``."""
         return ["student", "teacher"] if self.has_teacher else ["student"]
 
-    def _build_feature_heads(
-        self, sigma_ann: SigmaSpec, sigma_cnn: SigmaSpec, momentum: float, use_kernel: bool, use_transform: bool
-    ) -> None:
-        self.ann_kernels = nn.ModuleList(LaplaceKernel(sigma_ann, momentum, use_kernel) for _ in self.distill_points)
-        self.cnn_kernels = nn.ModuleList(GaussianKernel(sigma_cnn, momentum, use_kernel) for _ in self.distill_points)
-        transforms = []
-        for path in self.distill_points:
-            layer = self.student.get_submodule(path)
-            if not isinstance(layer, Adder2d) or self.teacher.get_submodule(path).bias is not None:
-                raise ValueError(f"distill point {path!r} must be an adder layer (ANN) and a bias-free conv (CNN)")
-            transforms.append(_identity_1x1(layer.out_channels) if use_transform else nn.Identity())
-        self.feature_transforms = nn.ModuleList(transforms)
+    def set_loss_weight(self, name: LossWeightName, value: float) -> None:
+        """Set ``beta``, ``feature_weight`` or ``tau`` for the following steps (validated; schedules use this)."""
+        check_choice("name", name, LossWeightName)
+        self.loss_weights = replace(self.loss_weights, **{name: float(value)})
 
-    # ------------------------------------------------------------------ forward and losses
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Student logits (what the exported model computes)."""
-        return self.student(x)
-
-    def compute_losses(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Every loss term for one batch; ``loss`` is the sum that is back-propagated."""
-        if not self.distill_points:
-            z_student = self.student(x)
-            terms = {"student_ce": F.cross_entropy(z_student, y)}
-            if self.has_teacher:
-                with torch.no_grad():
-                    z_teacher = self.teacher(x)
-                terms["student_soft"] = soft_logit_loss(z_student, z_teacher, self.tau)
-                no_feature = z_student.new_zeros(())
-                terms["student"] = blended_student_loss(
-                    terms["student_ce"], terms["student_soft"], no_feature, self.beta, feature_weight=0.0
-                )
-            else:
-                terms["student"] = terms["student_ce"]
-            terms["loss"] = terms["student"]
-            return terms
-
-        with self.student_taps:
-            z_student = self.student(x)
-        with self.teacher_taps, torch.set_grad_enabled(self.teacher_trainable and torch.is_grad_enabled()):
-            z_teacher = self.teacher(x)
-        student_records, teacher_records = self.student_taps.pop(), self.teacher_taps.pop()
-        student_feats = [
-            transform(kernel(student_records[path]))
-            for path, kernel, transform in zip(self.distill_points, self.ann_kernels, self.feature_transforms)
-        ]
-        teacher_feats = [kernel(teacher_records[path]) for path, kernel in zip(self.distill_points, self.cnn_kernels)]
-        terms = {
-            "student_ce": F.cross_entropy(z_student, y),
-            "student_soft": soft_logit_loss(z_student, z_teacher, self.tau),
-            "feature": feature_matching_loss(student_feats, teacher_feats),
-        }
-        terms["student"] = blended_student_loss(
-            terms["student_ce"], terms["student_soft"], terms["feature"], self.beta, self.feature_weight
-        )
-        terms["loss"] = terms["student"]
-        if self.teacher_trainable:
-            terms["teacher_ce"] = F.cross_entropy(z_teacher, y)
-            terms["teacher"] = terms["teacher_ce"]
-            if self.hparams.mutual_weight > 0:
-                terms["teacher_mutual"] = soft_logit_loss(z_teacher, z_student, self.tau)
-                terms["teacher"] = terms["teacher"] + self.hparams.mutual_weight * terms["teacher_mutual"]
-            terms["loss"] = terms["loss"] + terms["teacher"]
-        return terms
-
-    # ------------------------------------------------------------------ Lightning hooks
     def train(self, mode: bool = True) -> PKKDModule:
         super().train(mode)
         if self.teacher is not None and not self.teacher_trainable:
             self.teacher.eval()  # a fixed teacher keeps its BatchNorm statistics, whatever Lightning switches
         return self
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        terms = self.compute_losses(x, y)
-        for name, value in terms.items():
-            if not torch.isfinite(value):
-                raise NonFiniteLossError(
-                    f"loss term '{name}' is {value.item()} at global step {self.global_step} (epoch "
-                    f"{self.current_epoch}); the last saved checkpoint is untouched. Lower lr, or check sigma_*."
-                )
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Student logits (what the exported model computes)."""
+        return self.student(x)
+
+    def compute_losses(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every loss term for one batch; ``loss`` is the sum that is back-propagated.
+
+        ``student/<part>`` are the weighted parts of ``L_A`` (``labels``, ``soft_logits``, ``features``) and sum to
+        ``student``; ``feature/<point>`` are the distillation points' unweighted matching losses.
+        """
+        weights, point_losses = self.loss_weights, {}
+        if self.distiller is not None:
+            out = self.distiller(x, train_teacher=self.teacher_trainable)
+            z_student, z_teacher, point_losses = out.student_logits, out.teacher_logits, out.losses
+        else:
+            z_student, z_teacher = self.student(x), None
+            if self.teacher is not None:
+                with torch.no_grad():
+                    z_teacher = self.teacher(x)
+        terms = {"student_ce": F.cross_entropy(z_student, y)}
+        parts = {"labels": terms["student_ce"]}
+        if z_teacher is not None:
+            terms["student_soft"] = soft_logit_loss(z_student, z_teacher, weights.tau)
+            parts = {
+                "labels": (1 - weights.beta) * terms["student_ce"],
+                "soft_logits": weights.beta * terms["student_soft"],
+            }
+        if point_losses:
+            terms.update({f"feature/{path}": loss for path, loss in point_losses.items()})
+            terms["feature"] = feature_matching_loss(point_losses)
+            parts["features"] = weights.feature_weight * terms["feature"]
+        terms.update({f"student/{name}": part for name, part in parts.items()})
+        terms["student"] = terms["loss"] = sum(parts.values())
+        if self.teacher_trainable:
+            terms["teacher_ce"] = terms["teacher"] = F.cross_entropy(z_teacher, y)
+            if self.hparams.mutual_weight > 0:
+                terms["teacher_mutual"] = soft_logit_loss(z_teacher, z_student, weights.tau)
+                terms["teacher"] = terms["teacher"] + self.hparams.mutual_weight * terms["teacher_mutual"]
+            terms["loss"] = terms["student"] + terms["teacher"]
+        return terms
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, Any]:
+        """The summed loss, and the names of any non-finite terms (``DivergenceGuard`` stops the run on them)."""
+        terms = self.compute_losses(*batch)
         self.log_dict({f"train/{k}": v.detach() for k, v in terms.items() if k != "loss"})
         self.log("train/loss", terms["loss"].detach(), prog_bar=True)
-        self.log_dict({"train/beta": float(self.beta), "train/feature_weight": float(self.feature_weight)})
-        return terms["loss"]
+        self.log_dict({f"train/{k}": float(v) for k, v in asdict(self.loss_weights).items()})
+        every = self.hparams.grad_share_every_n_steps
+        if self.distiller is not None and every and self.global_step % every == 0:
+            self._log_gradient_shares(terms)
+        finite = bool(torch.isfinite(terms["loss"]))  # every term reaches the sum (a NaN survives a weight of 0)
+        non_finite = [] if finite else [name for name, value in terms.items() if not torch.isfinite(value)]
+        return {"loss": terms["loss"], "non_finite_terms": non_finite}
+
+    def _log_gradient_shares(self, terms: dict[str, torch.Tensor]) -> None:
+        parts = {k.split("/", 1)[1]: v for k, v in terms.items() if k.startswith("student/")}
+        layers = {path: self.student.get_submodule(path).weight for path in self.distiller.points}
+        shares = gradient_shares(parts, layers)
+        self.log_dict({f"train/grad_share/{p}/{t}": v for p, row in shares.items() for t, v in row.items()})
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # After DDP's all-reduce and gradient accumulation, before clipping and the step: AdderNet eq. 13 acts on
@@ -234,8 +230,7 @@ class PKKDModule(L.LightningModule):
 
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         x = batch[0] if isinstance(batch, (list, tuple)) else batch
-        probs = self.student(x).softmax(dim=1)
-        confidence, label = probs.max(dim=1)
+        confidence, label = self.student(x).softmax(dim=1).max(dim=1)
         out = {"prediction": label, "confidence": confidence}
         if isinstance(batch, (list, tuple)) and len(batch) > 1:
             out["target"] = batch[1]
@@ -246,17 +241,16 @@ class PKKDModule(L.LightningModule):
         groups = [{"name": "student", "params": list(self.student.parameters())}]
         if self.teacher_trainable:
             groups.append({"name": "teacher", "params": list(self.teacher.parameters())})
-        if self.distill_points:
-            transform_params = list(self.feature_transforms.parameters())
-            if transform_params:
-                groups.append({"name": "feature_transforms (training only)", "params": transform_params})
+        head_params = list(self.distiller.parameters()) if self.distiller is not None else []
+        if head_params:
+            groups.append({"name": "feature heads (training only)", "params": head_params})
         optimizer = torch.optim.SGD(
             groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov, weight_decay=hp.weight_decay
         )
         if hp.lr_schedule == "constant":
             return {"optimizer": optimizer}
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine_factor(step, total))
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -275,29 +269,3 @@ class PKKDModule(L.LightningModule):
     def student_state_dict(self) -> dict[str, torch.Tensor]:
         """The plain ANN's weights: loadable into ``build_model(arch, "adder", num_classes)``."""
         return {k: v.detach().cpu().clone() for k, v in self.student.state_dict().items()}
-
-
-def cosine_factor(step: int, total: int) -> float:
-    """Cosine learning-rate factor ``0.5 (1 + cos(pi step / total))``, from 1 at step 0 to 0 at ``total``."""
-    return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-
-
-def _identity_1x1(channels: int) -> nn.Conv2d:
-    """The training-only linear transform rho: a 1x1 convolution initialised to the identity."""
-    conv = nn.Conv2d(channels, channels, 1)
-    with torch.no_grad():
-        conv.weight.copy_(torch.eye(channels).view(channels, channels, 1, 1))
-        conv.bias.zero_()
-    return conv
-
-
-def _accuracy_metrics(num_classes: int) -> MetricCollection:
-    metrics = {"acc1": MulticlassAccuracy(num_classes, top_k=1, average="micro")}
-    if num_classes >= 5:
-        metrics["acc5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
-    return MetricCollection(metrics)

@@ -42,10 +42,39 @@ def network_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def load_network_weights(net: nn.Module, path: str | Path) -> None:
-    """Load ``net``'s weights from ``path`` (see :func:`network_state_dict`), strictly."""
-    state = network_state_dict(read_checkpoint(path))
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as err:
-        raise ValueError(f"weights in {path} do not fit {type(net).__name__}: {err}") from None
+def describe_checkpoint(checkpoint: dict[str, Any]) -> str:
+    """``arch=resnet32, mode=cnn`` as far as the file records it (exported students and Lightning checkpoints)."""
+    record = checkpoint.get("hyper_parameters", checkpoint)
+    known = [f"{key}={record[key]}" for key in ("arch", "mode", "layer_type", "num_classes") if key in record]
+    return ", ".join(known) or "no architecture recorded"
+
+
+def load_network_weights(net: nn.Module, path: str | Path, expected: str = "") -> None:
+    """Load ``net``'s weights from ``path`` (see :func:`network_state_dict`), strictly.
+
+    Args:
+        net: the network to fill.
+        path: a Lightning checkpoint, an exported student or a bare state dict.
+        expected: what ``net`` is (``arch=resnet20, num_classes=10``), named in the error if the weights do not fit.
+
+    Raises:
+        ValueError: the weights do not fit ``net``; the message names both architectures, the path and the first
+            missing, unexpected or mis-shaped keys (not the whole list).
+    """
+    checkpoint = read_checkpoint(path)
+    state = network_state_dict(checkpoint)
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mis_shaped = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or mis_shaped:
+
+        def first(keys: list[str]) -> str:
+            return f"{len(keys)} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
+
+        raise ValueError(
+            f"the weights in {path} ({describe_checkpoint(checkpoint)}) do not fit the network being built "
+            f"({expected or type(net).__name__}): missing keys {first(missing)}, unexpected keys {first(unexpected)}, "
+            f"different shapes {first(mis_shaped)}"
+        )
+    net.load_state_dict(state)

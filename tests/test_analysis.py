@@ -99,25 +99,26 @@ def test_collect_features_keys_shapes_and_pairing() -> None:
     loader = [(torch.randn(2, 3, 16, 16), torch.tensor([0, 1])) for _ in range(3)]
     with torch.no_grad():  # one training-mode pass initialises the running sigmas
         module.compute_losses(*loader[0])
-    scales = [k.scale.scale.clone() for k in [*module.ann_kernels, *module.cnn_kernels]]
+    kernels = [k for head in module.distiller.heads.values() for k in (head.student_kernel, head.teacher_kernel)]
+    scales = [k.scale.scale.clone() for k in kernels]
 
     full = collect_features(module, loader, max_batches=2, max_samples=None)
     assert module.training  # the train/eval state is restored
-    assert list(full) == module.distill_points == ["layer1.2.conv2", "layer2.2.conv2", "layer3.2.conv2"]
+    assert list(full) == module.distiller.points == ["layer1.2.conv2", "layer2.2.conv2", "layer3.2.conv2"]
     per_image = {"layer1.2.conv2": 16 * 16 * 16, "layer2.2.conv2": 32 * 8 * 8, "layer3.2.conv2": 64 * 4 * 4}
     for path, features in full.items():
         for tensor in vars(features).values():
             assert tensor.shape == (2 * 2 * per_image[path],) and tensor.dtype == torch.float32
         assert (features.student_raw <= 0).all()  # -||x - f||_1
         assert ((features.teacher_kernel > 0) & (features.teacher_kernel <= 1)).all()
-    assert [k.scale.scale for k in [*module.ann_kernels, *module.cnn_kernels]] == scales  # sigmas frozen
+    assert [k.scale.scale for k in kernels] == scales  # sigmas frozen
 
     sampled = collect_features(module, loader, max_samples=500, seed=1)
     assert sampled.keys() == full.keys()
-    for index, features in enumerate(sampled.values()):
+    for head, features in zip(module.distiller.heads.values(), sampled.values()):
         assert all(t.shape == (500,) for t in vars(features).values())
         # The transform starts as the identity, so each kept position pairs a raw output with its own kernel value.
-        sigma_a = module.ann_kernels[index].scale.scale
+        sigma_a = head.student_kernel.scale.scale
         torch.testing.assert_close(features.student_kernel, torch.exp(features.student_raw / sigma_a))
     again = collect_features(module, loader, max_samples=500, seed=1)
     assert all(torch.equal(a.teacher_raw, b.teacher_raw) for a, b in zip(sampled.values(), again.values()))

@@ -1,4 +1,4 @@
-"""PKKDModule wiring: modes, parameter groups, loss terms, gradients, adaptive rescaling, export, schedules."""
+"""PKKDModule wiring: modes, seeded networks, parameter groups, loss terms, gradients, rescaling, export, weights."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from pkkd_lightning import PKKDModule
-from pkkd_lightning.callbacks import ProgressiveSchedule, export_student, load_exported_student, schedule_value
+from pkkd_lightning.callbacks import export_student, load_exported_student
 from pkkd_lightning.models import build_model
-from pkkd_lightning.module import NonFiniteLossError, cosine_factor
+from pkkd_lightning.modes import Mode
 from pkkd_lightning.ops import Adder2d
+from pkkd_lightning.validation import choices
 
 
 def count(model: torch.nn.Module) -> int:
@@ -23,28 +24,75 @@ def batch():
     return torch.randn(8, 3, 16, 16, generator=gen), torch.randint(0, 10, (8,), generator=gen)
 
 
+POINTS = ["layer1.2.conv2", "layer2.2.conv2", "layer3.2.conv2"]
+PLAIN_TERMS = {"student_ce", "student/labels", "student", "loss"}
+PKKD_TERMS = {"student_ce", "student_soft", "feature", "student", "teacher_ce", "teacher", "loss"}
+PKKD_TERMS |= {f"feature/{p}" for p in POINTS} | {f"student/{p}" for p in ("labels", "soft_logits", "features")}
+
+
+@pytest.fixture(scope="module")
+def cnn_export(tmp_path_factory):
+    return export_student(PKKDModule("resnet20", 10, mode="cnn"), tmp_path_factory.mktemp("cnn") / "cnn.pt")
+
+
+def test_every_mode_is_covered_here():
+    assert set(choices(Mode)) == {"cnn", "ann", "kd", "pkkd"}
+
+
 @pytest.mark.parametrize(
     "mode,student_type,teacher,terms",
     [
-        ("cnn", "conv", False, {"student_ce", "student", "loss"}),
-        ("ann", "adder", False, {"student_ce", "student", "loss"}),
-        ("pkkd", "adder", True, {"student_ce", "student_soft", "feature", "student", "teacher_ce", "teacher", "loss"}),
+        ("cnn", "conv", False, PLAIN_TERMS),
+        ("ann", "adder", False, PLAIN_TERMS),
+        (
+            "kd",
+            "adder",
+            True,
+            {"student_ce", "student_soft", "student", "loss", "student/labels", "student/soft_logits"},
+        ),
+        ("pkkd", "adder", True, PKKD_TERMS),
     ],
 )
-def test_modes_build_the_right_networks_and_loss_terms(mode, student_type, teacher, terms, batch):
-    module = PKKDModule("resnet20", 10, mode=mode)
+def test_modes_build_the_right_networks_and_loss_terms(mode, student_type, teacher, terms, batch, cnn_export):
+    module = PKKDModule("resnet20", 10, mode=mode, teacher_checkpoint=str(cnn_export) if mode == "kd" else None)
     has_adder = any(isinstance(m, Adder2d) for m in module.student.modules())
     assert has_adder == (student_type == "adder")
     assert (module.teacher is not None) == teacher
     assert set(module.compute_losses(*batch)) == terms
 
 
+def test_student_loss_is_the_sum_of_its_weighted_parts(batch):
+    module = PKKDModule("resnet20", 10, beta=0.3, feature_weight=0.2, tau=2.0)
+    terms = module.compute_losses(*batch)
+    torch.testing.assert_close(terms["student/labels"], 0.7 * terms["student_ce"])
+    torch.testing.assert_close(terms["student/soft_logits"], 0.3 * terms["student_soft"])
+    torch.testing.assert_close(terms["student/features"], 0.2 * terms["feature"])
+    torch.testing.assert_close(terms["feature"], sum(terms[f"feature/{p}"] for p in POINTS))
+    torch.testing.assert_close(
+        terms["student"], 0.7 * terms["student_ce"] + 0.3 * terms["student_soft"] + 0.2 * terms["feature"]
+    )
+    torch.testing.assert_close(terms["loss"], terms["student"] + terms["teacher"])
+
+
 def test_pkkd_defaults_to_the_last_layer_of_each_stage_and_identity_transforms():
     module = PKKDModule("resnet20", 10)
-    assert module.distill_points == ["layer1.2.conv2", "layer2.2.conv2", "layer3.2.conv2"]
-    for transform in module.feature_transforms:
-        x = torch.randn(2, transform.in_channels, 3, 3)
-        torch.testing.assert_close(transform(x), x)
+    assert module.distiller.points == POINTS
+    for head in module.distiller.heads.values():
+        x = torch.randn(2, head.transform.in_channels, 3, 3)
+        torch.testing.assert_close(head.transform(x), x)
+
+
+def test_networks_start_from_the_same_weights_in_every_mode_and_leave_the_global_generator_alone(cnn_export):
+    L.seed_everything(7, verbose=False)
+    state = torch.get_rng_state()
+    cnn, ann = PKKDModule("resnet20", 10, mode="cnn"), PKKDModule("resnet20", 10, mode="ann")
+    pkkd = PKKDModule("resnet20", 10, mode="pkkd")
+    assert torch.equal(torch.get_rng_state(), state)  # the same batches and augmentations follow in every mode
+    torch.testing.assert_close(pkkd.teacher.state_dict(), cnn.student.state_dict(), rtol=0, atol=0)
+    torch.testing.assert_close(pkkd.student.state_dict(), ann.student.state_dict(), rtol=0, atol=0)
+    L.seed_everything(8, verbose=False)
+    other = PKKDModule("resnet20", 10, mode="pkkd")
+    assert not torch.equal(other.student.layer1[0].conv1.weight, pkkd.student.layer1[0].conv1.weight)
 
 
 def test_exported_student_has_no_more_parameters_than_a_plain_ann():
@@ -59,7 +107,7 @@ def test_parameter_groups_are_named_and_partition_the_trainable_parameters():
     module.trainer = L.Trainer(max_steps=10, logger=False, enable_checkpointing=False)
     optimizer = module.configure_optimizers()["optimizer"]
     names = [group["name"] for group in optimizer.param_groups]
-    assert names == ["student", "teacher", "feature_transforms (training only)"]
+    assert names == ["student", "teacher", "feature heads (training only)"]
     grouped = {id(p) for group in optimizer.param_groups for p in group["params"]}
     assert grouped == {id(p) for p in module.parameters() if p.requires_grad}
 
@@ -69,7 +117,7 @@ def test_student_loss_never_reaches_the_teacher(batch):
     module.compute_losses(*batch)["student"].backward()
     assert all(p.grad is None for p in module.teacher.parameters())
     assert all(p.grad is not None for p in module.student.parameters())
-    assert all(p.grad is not None for p in module.feature_transforms.parameters())
+    assert all(p.grad is not None for p in module.distiller.parameters())
 
 
 def test_teacher_loss_trains_only_the_teacher(batch):
@@ -79,22 +127,20 @@ def test_teacher_loss_trains_only_the_teacher(batch):
     assert all(p.grad is not None for p in module.teacher.parameters())
 
 
-def test_fixed_teacher_modes_need_a_checkpoint_and_freeze_it(tmp_path):
+def test_fixed_teacher_modes_need_a_checkpoint_and_freeze_it(cnn_export):
     with pytest.raises(ValueError, match="teacher_checkpoint"):
         PKKDModule("resnet20", 10, mode="kd")
-    cnn = PKKDModule("resnet20", 10, mode="cnn")
-    path = export_student(cnn, tmp_path / "cnn.pt")
-    for mode, progressive in (("kd", True), ("pkkd", False)):
-        module = PKKDModule("resnet20", 10, mode=mode, progressive=progressive, teacher_checkpoint=str(path))
-        torch.testing.assert_close(module.teacher.state_dict(), cnn.student.state_dict())
+    cnn, path = load_exported_student(cnn_export), cnn_export
+    for mode, training in (("kd", "joint"), ("pkkd", "fixed")):
+        module = PKKDModule("resnet20", 10, mode=mode, teacher_training=training, teacher_checkpoint=str(path))
+        torch.testing.assert_close(module.teacher.state_dict(), cnn.state_dict())
         assert not any(p.requires_grad for p in module.teacher.parameters())
         module.train()
         assert not module.teacher.training  # BatchNorm statistics of a fixed teacher stay fixed
 
 
-def test_kd_mode_blends_cross_entropy_and_soft_logits(tmp_path, batch):
-    path = export_student(PKKDModule("resnet20", 10, mode="cnn"), tmp_path / "cnn.pt")
-    module = PKKDModule("resnet20", 10, mode="kd", teacher_checkpoint=str(path), beta=0.3)
+def test_kd_mode_blends_cross_entropy_and_soft_logits(cnn_export, batch):
+    module = PKKDModule("resnet20", 10, mode="kd", teacher_checkpoint=str(cnn_export), beta=0.3)
     terms = module.compute_losses(*batch)
     torch.testing.assert_close(terms["student"], 0.7 * terms["student_ce"] + 0.3 * terms["student_soft"])
 
@@ -109,13 +155,15 @@ def test_adaptive_rescaling_runs_before_the_optimizer_step(batch):
             assert layer.weight.grad.norm().item() == pytest.approx(expected, rel=1e-5)
 
 
-def test_non_finite_loss_raises_naming_the_term(batch):
+def test_training_step_reports_the_non_finite_terms(batch):
     module = PKKDModule("resnet20", 10, mode="ann")
+    module.log = module.log_dict = lambda *args, **kwargs: None
     x, y = batch
+    assert module.training_step((x, y), 0)["non_finite_terms"] == []
     bad = x.clone()
     bad[0, 0, 0, 0] = float("nan")
-    with pytest.raises(NonFiniteLossError, match="loss term 'student_ce'"):
-        module.training_step((bad, y), 0)
+    out = module.training_step((bad, y), 0)
+    assert out["non_finite_terms"] == ["student_ce", "student/labels", "student", "loss"]
 
 
 def test_exported_student_reproduces_the_trained_student(tmp_path, batch):
@@ -127,48 +175,60 @@ def test_exported_student_reproduces_the_trained_student(tmp_path, batch):
         torch.testing.assert_close(restored(batch[0]), module(batch[0]), rtol=0, atol=0)
 
 
-def test_bad_mode_and_schedule_are_rejected():
-    with pytest.raises(ValueError, match="mode"):
-        PKKDModule("resnet20", 10, mode="distill")
-    with pytest.raises(ValueError, match="lr_schedule"):
-        PKKDModule("resnet20", 10, lr_schedule="step")
-
-
 @pytest.mark.parametrize(
-    "shape,epoch,expected",
+    "key,value,accepted",
     [
-        ("constant", 5, 0.1),
-        ("linear", 0, 0.1),
-        ("linear", 2, 0.1),
-        ("linear", 6, 0.3),
-        ("linear", 10, 0.5),
-        ("linear", 20, 0.5),
-        ("cosine", 6, 0.3),
-        ("cosine", 4, 0.1 + 0.4 * (1 - 0.5**0.5) / 2),
+        ("mode", "distill", "'cnn', 'ann', 'kd', 'pkkd'"),
+        ("lr_schedule", "step", "'cosine', 'constant'"),
+        ("teacher_training", "frozen", "'joint', 'fixed'"),
+        ("adder_backend", "cuda", "'auto', 'reference'"),
+        ("init", "xavier", "'official', 'kaiming'"),
+        ("beta", 1.5, "[0.0, 1.0]"),
+        ("tau", 0.0, "(0.0, inf]"),
+        ("feature_weight", -1.0, "[0.0, inf]"),
+        ("lr", -0.1, "(0.0, inf]"),
+        ("eta", 0.0, "or null"),
+        ("num_classes", 1, "an int >= 2"),
     ],
 )
-def test_schedule_values_at_given_epochs(shape, epoch, expected):
-    assert schedule_value(shape, 0.1, 0.5, epoch, start_epoch=2, end_epoch=10) == pytest.approx(expected)
+def test_bad_arguments_are_refused_at_construction_naming_the_key_and_the_accepted_values(key, value, accepted):
+    with pytest.raises(ValueError, match=r"model\." + key if key != "init" else "init") as error:
+        PKKDModule(**{"arch": "resnet20", "num_classes": 10, key: value})
+    assert accepted in str(error.value) and repr(value) in str(error.value)
 
 
-def test_schedule_callback_sets_the_attribute_and_round_trips_its_state():
-    callback = ProgressiveSchedule("feature_weight", "linear", 1.0, 0.0, start_epoch=0, end_epoch=None)
-    assert callback.value_at(epoch=2, max_epochs=5) == pytest.approx(0.5)
-
-    class FakeTrainer:
-        current_epoch, max_epochs = 4, 5
-
-    module = PKKDModule("resnet20", 10)
-    callback.on_train_epoch_start(FakeTrainer(), module)
-    assert module.feature_weight == pytest.approx(0.0)
-    restored = ProgressiveSchedule("feature_weight")
-    restored.load_state_dict(callback.state_dict())
-    assert restored.current == callback.current
+def test_loss_weights_are_set_through_a_validating_setter():
+    module = PKKDModule("resnet20", 10, beta=0.1)
+    module.set_loss_weight("beta", 0.4)
+    assert module.loss_weights.beta == 0.4
+    with pytest.raises(ValueError, match=r"model\.beta"):
+        module.set_loss_weight("beta", 1.2)
     with pytest.raises(ValueError, match="name"):
-        ProgressiveSchedule("gamma")
+        module.set_loss_weight("gamma", 0.1)
+    assert module.loss_weights.beta == 0.4
 
 
-def test_cosine_learning_rate_factor():
-    assert cosine_factor(0, 100) == pytest.approx(1.0)
-    assert cosine_factor(50, 100) == pytest.approx(0.5)
-    assert cosine_factor(100, 100) == pytest.approx(0.0)
+def test_gradient_shares_are_logged_at_every_distilled_layer(batch):
+    module = PKKDModule("resnet20", 10, grad_share_every_n_steps=1)
+    logged = {}
+    module.log_dict = lambda values, **kwargs: logged.update(values)
+    module.log = lambda name, value, **kwargs: logged.update({name: value})
+    module.training_step(batch, 0)
+    for point in POINTS:
+        shares = [logged[f"train/grad_share/{point}/{term}"] for term in ("labels", "soft_logits", "features")]
+        assert sum(shares) == pytest.approx(1.0) and all(0 < s < 1 for s in shares)
+    assert logged["train/beta"] == module.loss_weights.beta
+
+
+def test_cosine_learning_rate_falls_to_zero_over_the_run():
+    module = PKKDModule("resnet20", 10, lr=0.2)
+    module.trainer = L.Trainer(max_steps=100, logger=False, enable_checkpointing=False)
+    config = module.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(100):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[0] == pytest.approx(0.2) and lrs[50] == pytest.approx(0.1) and lrs[99] < 1e-4
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)

@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 from pkkd_lightning.models import build_model
+from pkkd_lightning.modes import student_layer_type
 from pkkd_lightning.network_io import read_checkpoint
 
 
@@ -17,7 +18,7 @@ def export_student(pl_module: L.LightningModule, path: str | Path) -> Path:
     hp = pl_module.hparams
     payload = {
         "arch": hp.arch,
-        "layer_type": "conv" if hp.mode == "cnn" else "adder",
+        "layer_type": student_layer_type(hp.mode),
         "num_classes": hp.num_classes,
         "state_dict": pl_module.student_state_dict(),
     }
@@ -50,15 +51,16 @@ class ExportStudent(L.Callback):
 
     def __init__(self, filename: str = "student.pt", dirpath: str | None = None, use_best: bool = True) -> None:
         self.filename, self.dirpath, self.use_best = filename, dirpath, use_best
-        self.last_path: Path | None = None
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Every rank reads the directory first: Trainer.log_dir is a collective (strategy.broadcast), and a
+        # collective that only rank zero enters leaves it waiting for the others forever (or until they exit).
+        directory = Path(self.dirpath or trainer.log_dir or trainer.default_root_dir)
         if not trainer.is_global_zero:
             return
-        directory = Path(self.dirpath or trainer.log_dir or trainer.default_root_dir)
         best = getattr(trainer.checkpoint_callback, "best_model_path", "") if self.use_best else ""
         if best:
             module = type(pl_module).load_from_checkpoint(best, map_location="cpu", weights_only=False)
         else:
             module = pl_module
-        self.last_path = export_student(module, directory / self.filename)
+        export_student(module, directory / self.filename)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import lightning as L
 from lightning.pytorch.callbacks import OnExceptionCheckpoint
+from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 
@@ -11,8 +12,9 @@ class PreemptionCheckpoint(OnExceptionCheckpoint):
     """Write ``<dirpath>/<filename>.ckpt`` when the run stops on SIGTERM.
 
     Lightning turns SIGTERM into a ``SIGTERMException`` at the next batch boundary (on every rank under DDP);
-    this callback saves the full training state at that point. Other failures, such as a non-finite loss, save
-    nothing, so the last good checkpoint is never shadowed by a state taken mid-failure.
+    this callback saves the full training state at that point and says where (the CLI then exits with code 143).
+    Other failures, such as a non-finite loss, save nothing, so the last good checkpoint is never shadowed by a
+    state taken mid-failure.
 
     Args:
         dirpath: where to write; ``None`` uses ``<default_root_dir>/checkpoints``.
@@ -31,3 +33,7 @@ class PreemptionCheckpoint(OnExceptionCheckpoint):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException):
             super().on_exception(trainer, pl_module, exception)
+            rank_zero_warn(
+                f"SIGTERM: saved the training state at global step {trainer.global_step} to {self.ckpt_path}; "
+                f"resume with --ckpt_path {self.ckpt_path}"
+            )

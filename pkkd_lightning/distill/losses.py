@@ -1,11 +1,38 @@
-"""Loss terms of PKKD (Xu et al., NeurIPS 2020, eqs. 10-12), as functions of tensors."""
+"""Loss terms of PKKD (Xu et al., NeurIPS 2020, eqs. 10-12), as functions of tensors, and their weights."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
+
+from pkkd_lightning.validation import check_number
+
+#: The weights of the student's loss that a schedule may move (``LossWeightSchedule``).
+LossWeightName = Literal["beta", "feature_weight", "tau"]
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """``beta``, ``lambda`` (``feature_weight``) and ``tau`` of ``L_A``; every instance is validated.
+
+    Attributes:
+        beta: weight of the soft-logit term against cross-entropy, in [0, 1].
+        feature_weight: lambda, weight of the feature loss, >= 0.
+        tau: softmax temperature of the soft-logit term, > 0.
+    """
+
+    beta: float = 0.5
+    feature_weight: float = 1.0
+    tau: float = 4.0
+
+    def __post_init__(self) -> None:
+        check_number("model.beta", self.beta, low=0.0, high=1.0)
+        check_number("model.feature_weight", self.feature_weight, low=0.0)
+        check_number("model.tau", self.tau, low=0.0, low_open=True)
 
 
 def soft_logit_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float) -> torch.Tensor:
@@ -20,27 +47,15 @@ def soft_logit_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
     return tau**2 * F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
 
 
-def feature_matching_loss(student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``L_feat = sum_m mean((rho_m(g_A^m) - h_C^m)^2)`` over the distillation points, teacher side detached.
-
-    Args:
-        student: the ANN's kernel features after the linear transform, one per distillation point.
-        teacher: the CNN's kernel features at the same points, same shapes.
-    """
-    if len(student) != len(teacher) or not student:
-        raise ValueError(f"need matching non-empty feature lists, got {len(student)} and {len(teacher)}")
-    terms = []
-    for s, t in zip(student, teacher, strict=True):
-        if s.shape != t.shape:
-            raise ValueError(f"student feature {tuple(s.shape)} and teacher feature {tuple(t.shape)} differ")
-        terms.append(F.mse_loss(s, t.detach()))
-    return torch.stack(terms).sum()
+def point_matching_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """``mean((rho(g_A) - h_C)^2)`` at one distillation point, the teacher side detached."""
+    if student.shape != teacher.shape:
+        raise ValueError(f"student feature {tuple(student.shape)} and teacher feature {tuple(teacher.shape)} differ")
+    return F.mse_loss(student, teacher.detach())
 
 
-def blended_student_loss(
-    ce: torch.Tensor, soft: torch.Tensor, feature: torch.Tensor, beta: float, feature_weight: float
-) -> torch.Tensor:
-    """``L_A = (1 - beta) * CE(z_A, y) + beta * tau^2 KL(...) + lambda * L_feat`` (PKKD eq. 12)."""
-    if not 0 <= beta <= 1:
-        raise ValueError(f"beta must be in [0, 1], got {beta}")
-    return (1 - beta) * ce + beta * soft + feature_weight * feature
+def feature_matching_loss(per_point: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """``L_feat = sum_m mean((rho_m(g_A^m) - h_C^m)^2)``: the sum of the points' :func:`point_matching_loss`."""
+    if not per_point:
+        raise ValueError("feature_matching_loss needs at least one distillation point")
+    return torch.stack(list(per_point.values())).sum()

@@ -129,11 +129,6 @@ class FeatureTaps:
         self._records: dict[str, TapRecord] = {}
 
     @property
-    def paths(self) -> list[str]:
-        """The tapped module paths, in the order given."""
-        return list(self.modules)
-
-    @property
     def active(self) -> bool:
         """Whether the hooks are registered."""
         return bool(self._handles)

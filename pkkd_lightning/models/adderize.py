@@ -53,14 +53,16 @@ def default_keep_paths(model: nn.Module) -> list[str]:
 
 
 def _to_adder(conv: nn.Conv2d, path: str, adder_kwargs: dict[str, Any]) -> Adder2d:
-    try:
-        adder = Adder2d(
-            conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
-            dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None,
-            padding_mode=conv.padding_mode, device=conv.weight.device, dtype=conv.weight.dtype, **adder_kwargs,
-        )  # fmt: skip
-    except ValueError as err:
-        raise ValueError(f"adderize: cannot convert {path!r} ({err}); add it to `keep`") from err
+    if conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+        raise ValueError(
+            f"adderize: cannot convert {path!r} (groups={conv.groups}, padding_mode={conv.padding_mode!r}, "
+            f"padding={conv.padding!r}): adder layers need groups=1 and numeric zero padding; add it to `keep`"
+        )
+    adder = Adder2d(
+        conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
+        dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None,
+        padding_mode=conv.padding_mode, device=conv.weight.device, dtype=conv.weight.dtype, **adder_kwargs,
+    )  # fmt: skip
     with torch.no_grad():
         adder.weight.copy_(conv.weight)
         if conv.bias is not None:

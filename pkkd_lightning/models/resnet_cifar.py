@@ -88,6 +88,11 @@ class CifarResNet(nn.Module):
         self.fc_bn = nn.BatchNorm2d(num_classes)
         init_conv_bn_(self)
 
+    def official_init_(self) -> None:
+        """The AdderNet code's ``resnet20.py``: stem and classifier at PyTorch's default init (see ``models.init``)."""
+        self.conv1.reset_parameters()
+        self.fc.reset_parameters()
+
     def get_classifier(self) -> nn.Module:
         """The classification layer (timm's accessor name): the 1x1 conv ``fc``."""
         return self.fc

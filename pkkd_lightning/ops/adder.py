@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from torch.nn.modules.utils import _pair
 
-from pkkd_lightning.ops.backends import AdderBackend, check_backend_name, get_backend
+from pkkd_lightning.ops.backends import AdderBackend, AdderBackendName, check_backend_name, get_backend
 from pkkd_lightning.ops.geometry import AdderGeometry
 
 IntPair = int | tuple[int, int]
@@ -78,7 +78,7 @@ def adder2d(
     stride: IntPair = 1,
     padding: IntPair = 0,
     dilation: IntPair = 1,
-    backend: str = "auto",
+    backend: AdderBackendName = "auto",
     chunk_bytes: int | None = None,
 ) -> torch.Tensor:
     """Adder "convolution": ``Y[n, o, i, j] = -sum_k |X_patch(n, i, j)[k] - F[o, k]| (+ bias[o])``.
@@ -101,14 +101,28 @@ def adder2d(
         (N, C_out, H_out, W_out) tensor.
     """
     check_backend_name(backend)
+    return _adder2d(input, weight, bias, _pair(stride), _pair(padding), _pair(dilation), backend, chunk_bytes)
+
+
+def _adder2d(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    backend: AdderBackendName,
+    chunk_bytes: int | None,
+) -> torch.Tensor:
+    """:func:`adder2d` with a backend name that is already validated (``Adder2d`` checks it once, when built)."""
     device_type = input.device.type if isinstance(input, torch.Tensor) else "cpu"
     if torch.is_autocast_enabled(device_type):
         with torch.autocast(device_type, enabled=False):
-            return adder2d(
+            return _adder2d(
                 input.float(), weight.float(), None if bias is None else bias.float(),
                 stride, padding, dilation, backend, chunk_bytes,
             )  # fmt: skip
-    geom = AdderGeometry(tuple(weight.shape[2:]), _pair(stride), _pair(padding), _pair(dilation))
+    geom = AdderGeometry(tuple(weight.shape[2:]), stride, padding, dilation)
     _validate(input, weight, geom)
     out = _AdderFunction.apply(input.contiguous(), weight, geom, get_backend(backend, input), chunk_bytes)
     if bias is not None:
@@ -149,7 +163,7 @@ class Adder2d(nn.Conv2d):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         eta: float | None = 0.2,
-        backend: str = "auto",
+        backend: AdderBackendName = "auto",
         chunk_bytes: int | None = None,
     ) -> None:
         if groups != 1:
@@ -171,7 +185,7 @@ class Adder2d(nn.Conv2d):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         """``-||X - F||_1`` over sliding windows, see :func:`adder2d`."""
-        return adder2d(
+        return _adder2d(
             input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.backend,
             self.chunk_bytes,
         )  # fmt: skip

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Protocol
+from typing import Literal, Protocol
 
 import torch
 
@@ -29,10 +29,13 @@ from pkkd_lightning.ops.reference import reference_backward, reference_forward
 from pkkd_lightning.ops.rowwise import RowKernels, rowwise_backward, rowwise_forward
 from pkkd_lightning.ops.triton_backend import TritonBackend, runs_on, triton_forward
 from pkkd_lightning.ops.unfold_backend import UnfoldKernels
+from pkkd_lightning.validation import check_choice, choices
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "reference", "unfold", "fused", "native", "triton")
+#: Names of the adder implementations; ``auto`` picks one per tensor (see the module docstring).
+AdderBackendName = Literal["auto", "reference", "unfold", "fused", "native", "triton"]
+BACKENDS: tuple[str, ...] = choices(AdderBackendName)
 
 
 class AdderBackend(Protocol):
@@ -86,10 +89,9 @@ _BY_NAME: dict[str, AdderBackend] = {
 }
 
 
-def check_backend_name(backend: str) -> None:
-    """Raise ``ValueError`` naming the accepted values if ``backend`` is not one of :data:`BACKENDS`."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+def check_backend_name(backend: str, key: str = "backend") -> None:
+    """Raise ``ValueError`` naming ``key`` and the accepted values if ``backend`` is not one of :data:`BACKENDS`."""
+    check_choice(key, backend, AdderBackendName)
 
 
 @functools.cache
@@ -145,9 +147,8 @@ def native_available() -> bool:
     return True
 
 
-def get_backend(name: str, x: torch.Tensor) -> AdderBackend:
-    """The backend called ``name``; ``auto`` resolves for ``x``'s device and dtype (see the module docstring)."""
-    check_backend_name(name)
+def get_backend(name: AdderBackendName, x: torch.Tensor) -> AdderBackend:
+    """The backend called ``name`` (already validated); ``auto`` resolves for ``x``'s device and dtype."""
     if name == "auto":
         if x.device.type == "cpu" and x.dtype in SUPPORTED_DTYPES and native_available():
             name = "native"

@@ -19,8 +19,10 @@ CliRunner = Callable[..., subprocess.CompletedProcess]
 def run_cli() -> CliRunner:
     """Return a function running ``python cli.py *args`` as a user does: a fresh interpreter, cwd = repo root."""
 
-    def run(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    def run(*args: str, timeout: float = 600, threads: int | None = None) -> subprocess.CompletedProcess:
         env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+        if threads is not None:
+            env["OMP_NUM_THREADS"] = str(threads)
         command = [sys.executable, "cli.py", *args]
         return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pkkd_lightning.callbacks import PreciseBatchNorm, ProgressiveSchedule
+from pkkd_lightning.callbacks import LossWeightSchedule, PreciseBatchNorm
 from pkkd_lightning.cli import PKKDLightningCLI, cli_main
 from pkkd_lightning.data import CIFAR10DataModule, CIFAR100DataModule, DigitsDataModule, ImageNetDataModule
 from pkkd_lightning.module import PKKDModule
@@ -105,11 +105,11 @@ def test_config_instantiates_model_and_datamodule_offline(config: Path, tmp_path
     cli = instantiate(config, tmp_path)
     model, data = cli.model, cli.datamodule
     assert isinstance(model, PKKDModule)
-    schedules = [cb for cb in cli.trainer.callbacks if isinstance(cb, ProgressiveSchedule)]
+    schedules = [cb for cb in cli.trainer.callbacks if isinstance(cb, LossWeightSchedule)]
     if model.hparams.mode == "pkkd":
         # beta moves, lambda (feature_weight) stays constant: the schedule documented in configs/README.md.
         assert [cb.name for cb in schedules] == ["beta"]
-        assert model.teacher is not None and model.distill_points
+        assert model.teacher is not None and model.distiller.points
     else:
         assert schedules == []
     expected = expected_run(config.stem)
@@ -147,4 +147,4 @@ def test_precise_batchnorm_is_added_from_the_command_line(tmp_path: Path):
     )  # fmt: skip
     precise = [cb for cb in cli.trainer.callbacks if isinstance(cb, PreciseBatchNorm)]
     assert [cb.num_batches for cb in precise] == [5]
-    assert any(isinstance(cb, ProgressiveSchedule) for cb in cli.trainer.callbacks), "the config's own callback"
+    assert any(isinstance(cb, LossWeightSchedule) for cb in cli.trainer.callbacks), "the config's own callback"

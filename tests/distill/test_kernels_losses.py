@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from pkkd_lightning.distill import FeatureTaps
 from pkkd_lightning.distill.kernels import GaussianKernel, LaplaceKernel, RunningScale
-from pkkd_lightning.distill.losses import blended_student_loss, feature_matching_loss, soft_logit_loss
+from pkkd_lightning.distill.losses import LossWeights, feature_matching_loss, point_matching_loss, soft_logit_loss
 from pkkd_lightning.ops import Adder2d
 
 
@@ -123,20 +123,30 @@ def test_soft_logit_loss_does_not_train_the_teacher():
 def test_feature_matching_loss_is_the_sum_of_per_point_mses_with_teacher_detached():
     s1, s2 = torch.ones(1, 2, 2, 2, requires_grad=True), torch.zeros(1, 1, 3, 3, requires_grad=True)
     t1, t2 = torch.full((1, 2, 2, 2), 3.0, requires_grad=True), torch.full((1, 1, 3, 3), 0.5, requires_grad=True)
-    loss = feature_matching_loss([s1, s2], [t1, t2])
+    per_point = {"a": point_matching_loss(s1, t1), "b": point_matching_loss(s2, t2)}
+    assert per_point["a"].item() == pytest.approx(4.0) and per_point["b"].item() == pytest.approx(0.25)
+    loss = feature_matching_loss(per_point)
     assert loss.item() == pytest.approx(4.0 + 0.25)
     loss.backward()
     assert t1.grad is None and t2.grad is None
     with pytest.raises(ValueError, match="differ"):
-        feature_matching_loss([s1], [t2])
+        point_matching_loss(s1, t2)
+    with pytest.raises(ValueError, match="at least one"):
+        feature_matching_loss({})
 
 
-def test_blended_student_loss_golden_value_and_beta_range():
-    ce, soft, feat = torch.tensor(2.0), torch.tensor(1.0), torch.tensor(0.5)
-    assert blended_student_loss(ce, soft, feat, beta=0.25, feature_weight=2.0).item() == pytest.approx(
-        0.75 * 2.0 + 0.25 * 1.0 + 2.0 * 0.5
-    )
-    with pytest.raises(ValueError, match="beta"):
-        blended_student_loss(ce, soft, feat, beta=1.5, feature_weight=1.0)
+@pytest.mark.parametrize(
+    "weights,message",
+    [
+        ({"beta": 1.5}, r"model\.beta"),
+        ({"beta": -0.1}, r"model\.beta"),
+        ({"tau": 0.0}, r"model\.tau"),
+        ({"feature_weight": -1.0}, r"model\.feature_weight"),
+        ({"beta": float("nan")}, r"model\.beta"),
+    ],
+)
+def test_loss_weights_out_of_range_are_refused_naming_the_key(weights, message):
+    with pytest.raises(ValueError, match=message):
+        LossWeights(**weights)
     with pytest.raises(ValueError, match="tau"):
         soft_logit_loss(torch.zeros(1, 2), torch.zeros(1, 2), tau=0)

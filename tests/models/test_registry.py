@@ -6,8 +6,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from pkkd_lightning.models import build_model, list_models
+from pkkd_lightning.models import Arch, build_model, list_models
+from pkkd_lightning.models.imagenet import LogitBatchNormHead
 from pkkd_lightning.ops import Adder2d
+from pkkd_lightning.validation import choices
 
 CIFAR = ("resnet20", "resnet32", "resnet56", "vgg_small")
 IMAGENET = ("resnet18", "resnet50")
@@ -112,3 +114,27 @@ def test_errors_name_the_accepted_values() -> None:
         build_model("resnet20", "conv", adder_kwargs={"eta": 0.1})
     with pytest.raises(ValueError, match="pretrained"):
         build_model("resnet18", pretrained=True)
+
+
+def test_the_registry_and_the_arch_type_list_the_same_names() -> None:
+    from pkkd_lightning.models.registry import MODELS
+
+    assert set(MODELS) == set(choices(Arch)) == set(list_models())
+
+
+@pytest.mark.parametrize("name", IMAGENET)
+def test_imagenet_resnets_end_in_the_official_batchnorm_head_in_both_twins(name: str) -> None:
+    cnn, ann = build_model(name, "conv", 7), build_model(name, "adder", 7)
+    for model in (cnn, ann):
+        assert isinstance(model.fc, LogitBatchNormHead)
+        assert isinstance(model.fc.fc, nn.Linear) and model.fc.fc.bias is not None
+        assert isinstance(model.fc.bn, nn.BatchNorm1d) and model.fc.bn.num_features == 7
+    assert sum(p.numel() for p in cnn.parameters()) == sum(p.numel() for p in ann.parameters())
+    # Eval mode, two images: the head normalises the logits with its running statistics.
+    assert ann.eval()(torch.randn(2, 3, 64, 64)).shape == (2, 7)
+
+
+def test_the_timm_head_is_one_option_away() -> None:
+    assert type(build_model("resnet18", "conv", 7, head="timm").fc) is nn.Linear
+    with pytest.raises(ValueError, match="'official', 'timm'"):
+        build_model("resnet18", "conv", 7, head="plain")

@@ -16,7 +16,7 @@ convolution and the classifier stay multiplications and are reported as ``conv``
 Energy uses 45 nm, 32-bit floating-point costs from Horowitz, "Computing's energy problem (and what we can do
 about it)", ISSCC 2014: 0.9 pJ per addition and 3.7 pJ per multiplication (memory access not included).
 
-Command line: ``python -m pkkd_lightning.models.op_counter --model resnet18 --layer-type adder --num-classes
+Command line: ``python -m pkkd_lightning.tools.op_counter --model resnet18 --layer-type adder --num-classes
 1000 --input-size 224``.
 """
 

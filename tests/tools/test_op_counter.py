@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch.nn as nn
 
-from pkkd_lightning.models import build_model, count_ops
-from pkkd_lightning.models.op_counter import ADD_PJ, MUL_PJ, main
+from pkkd_lightning.models import build_model
 from pkkd_lightning.ops import Adder2d
+from pkkd_lightning.tools.op_counter import ADD_PJ, MUL_PJ, count_ops, main
 
 #: ResNet-18 stem: 64 filters of 3x7x7 over a 112x112 output.
 STEM_MACS = 64 * 3 * 7 * 7 * 112 * 112

@@ -1,0 +1,30 @@
+"""Gradient shares against a hand computation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pkkd_lightning.distill.diagnostics import gradient_shares
+
+
+def test_shares_are_the_gradient_norms_of_each_term_over_their_sum():
+    a = torch.tensor([1.0, 2.0], requires_grad=True)
+    b = torch.tensor([3.0], requires_grad=True)
+    terms = {"one": 3 * a.sum(), "two": (a**2).sum() + 0 * b.sum(), "three": 4 * b.sum()}
+    shares = gradient_shares(terms, {"a": a, "b": b})
+    # d one/da = (3, 3): norm 3 sqrt 2; d two/da = 2a = (2, 4): norm sqrt 20; d three/da = 0.
+    norm_one, norm_two = 3 * 2**0.5, 20**0.5
+    assert shares["a"]["one"] == pytest.approx(norm_one / (norm_one + norm_two))
+    assert shares["a"]["two"] == pytest.approx(norm_two / (norm_one + norm_two))
+    assert shares["a"]["three"] == 0.0
+    assert shares["b"] == pytest.approx({"one": 0.0, "two": 0.0, "three": 1.0})
+    sum(terms.values()).backward()  # the graphs are kept for the real backward pass
+    assert a.grad is not None
+
+
+def test_a_parameter_no_term_reaches_has_zero_shares():
+    a, c = torch.ones(2, requires_grad=True), torch.ones(1, requires_grad=True)
+    assert gradient_shares({"t": a.sum(), "constant": torch.tensor(1.0)}, {"c": c}) == {
+        "c": {"t": 0.0, "constant": 0.0}
+    }
