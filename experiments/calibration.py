@@ -27,9 +27,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from math import nan
 from pathlib import Path
 
 from experiments.runner import REPO, Run, run_all
+from pkkd_lightning.analysis import read_metrics_csv
 
 CONFIG = "experiments/configs/cifar10_subset.yaml"
 OUT = REPO / "experiments" / "results" / "calibration"
@@ -72,10 +74,28 @@ def runs() -> list[Run]:
     return [Run(f"{arm}_seed{seed}", CONFIG, (*args, *epochs), seed) for seed in SEEDS for arm, args in ARMS.items()]
 
 
+POINTS = ("layer1.2.conv2", "layer2.2.conv2", "layer3.2.conv2")
+
+
+def feature_shares(run_dir: Path) -> list[tuple[float, float]]:
+    """Per distillation point: the features' mean gradient share over the first and the last third of training."""
+    series = {}
+    for csv in sorted(run_dir.glob("fit/version_*/metrics.csv")):
+        series.update(read_metrics_csv(csv))
+    shares = []
+    for point in POINTS:
+        values = [p.value for p in series.get(f"train/grad_share/{point}/features", [])]
+        third = max(len(values) // 3, 1)
+        shares.append((statistics.mean(values[:third]), statistics.mean(values[-third:])) if values else (nan, nan))
+    return shares
+
+
 def summarize(out: Path) -> str:
-    """The sweep's table: validation (chooses) and test (reported) accuracy of the final weights, per arm."""
-    rows = ["| arm | val top-1 % (final weights) | per seed | test top-1 % (final weights) | teacher test % |",
-            "|---|---|---|---|---|"]  # fmt: skip
+    """The sweep's table: validation (chooses) and test (reported) accuracy of the final weights, per arm, and the
+    gradient share of the feature loss at the three distilled layers (seed 0) early and late in training."""
+    rows = ["| arm | val top-1 % (final weights) | per seed | test top-1 % (final weights) | teacher test % "
+            "| feature share of the gradient, layer1 / 2 / 3: first third -> last third |",
+            "|---|---|---|---|---|---|"]  # fmt: skip
     for arm in ARMS:
         results = [json.loads(p.read_text()) for p in sorted(out.glob(f"{arm}_seed*/result.json"))]
         if not results:
@@ -83,9 +103,11 @@ def summarize(out: Path) -> str:
         val = [100 * r["val_curve"][-1][1] for r in results]
         test = [100 * r["final"]["student_acc1"] for r in results]
         teacher = [100 * r["final"]["teacher_acc1"] for r in results if "teacher_acc1" in r["final"]]
+        shares = feature_shares(out / f"{arm}_seed{SEEDS[0]}")
+        share_text = " / ".join(f"{a:.2f} -> {b:.2f}" for a, b in shares) if arm.startswith("pkkd") else "-"
         rows.append(
             f"| {arm} | {statistics.mean(val):.2f} | {', '.join(f'{v:.2f}' for v in val)} | "
-            f"{statistics.mean(test):.2f} | {f'{statistics.mean(teacher):.2f}' if teacher else '-'} |"
+            f"{statistics.mean(test):.2f} | {f'{statistics.mean(teacher):.2f}' if teacher else '-'} | {share_text} |"
         )
     return "\n".join(rows) + "\n"
 

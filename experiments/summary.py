@@ -43,4 +43,5 @@ def paired(a: dict[int, float], b: dict[int, float]) -> tuple[list[float], str]:
         return diffs, " ".join(f"{d:+.2f}" for d in diffs) or "n/a"
     sd = statistics.stdev(diffs)
     t = statistics.mean(diffs) / (sd / math.sqrt(len(diffs))) if sd > 0 else math.inf
-    return diffs, f"{statistics.mean(diffs):+.2f} (per seed {', '.join(f'{d:+.2f}' for d in diffs)}; t = {t:.1f}, df = {len(diffs) - 1})"
+    per_seed = ", ".join(f"{d:+.2f}" for d in diffs)
+    return diffs, f"{statistics.mean(diffs):+.2f} (per seed {per_seed}; t = {t:.1f}, df = {len(diffs) - 1})"

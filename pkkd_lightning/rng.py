@@ -1,9 +1,9 @@
 """Random-number generator states as plain tensors and lists, so that they load with ``weights_only=True``.
 
-Lightning does not checkpoint generator states; PKKDModule does (see ``on_save_checkpoint``), because an exactly
-resumed run must draw the same shuffles and augmentations as an uninterrupted one. ``numpy``'s state holds an
-ndarray, which ``torch.load(weights_only=True)`` (the default for ``Trainer.fit(ckpt_path=...)``) refuses, hence
-this conversion.
+Lightning does not checkpoint generator states; PKKDModule does (see ``on_save_checkpoint``), so that anything
+that draws random numbers during training continues after a resume as it would have without the interruption.
+``numpy``'s state holds an ndarray, which ``torch.load(weights_only=True)`` (the default for
+``Trainer.fit(ckpt_path=...)``) refuses, hence this conversion.
 """
 
 from __future__ import annotations
@@ -42,10 +42,8 @@ def restore_rng_states(states: dict[str, Any]) -> None:
 def resume_rng_states(states: dict[str, Any]) -> None:
     """Restore checkpointed states at ``on_train_start`` of a resumed run, as the uninterrupted run had them.
 
-    The uninterrupted run saved ``states`` at the end of an epoch; its next draws were the new training
-    DataLoader iterator's base seed (one int64 from the global generator), then the sampler's shuffle and the
-    augmentations. A resumed run creates that iterator during set-up, before this hook, so its base-seed draw
-    is replayed here; the sampler draws lazily, at the first batch, as in the uninterrupted run.
+    The training data draws nothing from these generators (its order and augmentation are seeded per epoch and
+    sample, ``pkkd_lightning.data.sampler``; the loader has its own generator), so restoring them is all a
+    resumed run needs for anything else that draws random numbers during training (dropout, mixup).
     """
     restore_rng_states(states)
-    torch.empty((), dtype=torch.int64).random_()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import lightning as L
 from lightning.pytorch.callbacks import OnExceptionCheckpoint
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 
@@ -33,7 +33,7 @@ class PreemptionCheckpoint(OnExceptionCheckpoint):
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException):
             super().on_exception(trainer, pl_module, exception)
-            rank_zero_warn(
+            rank_zero_info(
                 f"SIGTERM: saved the training state at global step {trainer.global_step} to {self.ckpt_path}; "
                 f"resume with --ckpt_path {self.ckpt_path}"
             )

@@ -1,7 +1,14 @@
 """LightningDataModules: CIFAR-10/100, ImageNet and the embedded scikit-learn digits (works offline)."""
 
 from pkkd_lightning.data.cifar import CIFAR10DataModule, CIFAR100DataModule
+from pkkd_lightning.data.cifar_device import CIFAR10DeviceDataModule
 from pkkd_lightning.data.digits import DigitsDataModule
 from pkkd_lightning.data.imagenet import ImageNetDataModule
 
-__all__ = ["CIFAR10DataModule", "CIFAR100DataModule", "DigitsDataModule", "ImageNetDataModule"]
+__all__ = [
+    "CIFAR10DataModule",
+    "CIFAR10DeviceDataModule",
+    "CIFAR100DataModule",
+    "DigitsDataModule",
+    "ImageNetDataModule",
+]

@@ -25,7 +25,7 @@ from torchvision import transforms as T
 from torchvision.datasets import CIFAR10, CIFAR100
 from torchvision.datasets import utils as tv_utils
 
-from pkkd_lightning.data.common import SplitDataModule, data_not_found, image_folder_split
+from pkkd_lightning.data.common import SizeCheckedLoader, SplitDataModule, data_not_found, image_folder_split
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
@@ -73,7 +73,8 @@ class _CIFARDataModule(SplitDataModule):
         num_workers: DataLoader worker processes (0 loads in the main process).
         pin_memory: Pin host memory for faster GPU copies (ignored without CUDA).
         persistent_workers: Keep workers alive between epochs (only applies when ``num_workers`` > 0).
-        seed: Seed of the validation split; batch order and augmentation follow the global seed.
+        seed: Seed of the validation split; batch order and augmentation follow the run's global seed
+            (``seed_everything``), or this seed when the run sets none.
     """
 
     num_classes: int
@@ -97,18 +98,7 @@ class _CIFARDataModule(SplitDataModule):
         persistent_workers: bool = False,
         seed: int = 0,
     ) -> None:
-        super().__init__(
-            train_per_class=train_per_class,
-            test_per_class=test_per_class,
-            val_split=val_split,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
-            seed=seed,
-        )
-        self.save_hyperparameters()
+        super().__init__()  # reads the shared options (train_per_class ... seed) from these arguments
         self.data_dir = Path(data_dir).expanduser()
         self.download, self.augment = download, augment
 
@@ -173,7 +163,7 @@ class _CIFARDataModule(SplitDataModule):
             dataset = self._reader(self.data_dir, train=train)
         else:
             split, other = ("train", "test") if train else ("test", "train")
-            dataset = image_folder_split(self.data_dir, split, other)
+            dataset = image_folder_split(self.data_dir, split, other, SizeCheckedLoader((32, 32), self._name))
         if len(dataset.classes) != self.num_classes:
             raise ValueError(
                 f"{type(self).__name__} expects {self.num_classes} classes, but data_dir='{self.data_dir}' "

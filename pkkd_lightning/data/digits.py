@@ -42,7 +42,8 @@ class DigitsDataModule(SplitDataModule):
         num_workers: DataLoader worker processes (0, the default, suits in-memory tensors).
         pin_memory: Pin host memory for faster GPU copies (ignored without CUDA).
         persistent_workers: Keep workers alive between epochs (only applies when ``num_workers`` > 0).
-        seed: Seed of the validation split; batch order and augmentation follow the global seed.
+        seed: Seed of the validation split; batch order and augmentation follow the run's global seed
+            (``seed_everything``), or this seed when the run sets none.
     """
 
     num_classes = 10
@@ -64,23 +65,12 @@ class DigitsDataModule(SplitDataModule):
         persistent_workers: bool = False,
         seed: int = 0,
     ) -> None:
-        super().__init__(
-            train_per_class=train_per_class,
-            test_per_class=test_per_class,
-            val_split=val_split,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
-            seed=seed,
-        )
+        super().__init__()  # reads the shared options (train_per_class ... seed) from these arguments
         check_int("image_size", image_size, 8)
         check_int("channels", channels, 1)
         check_int("split_seed", split_seed, 0)
         if isinstance(test_fraction, bool) or not isinstance(test_fraction, float) or not 0 < test_fraction < 1:
             raise ValueError(f"`test_fraction` must be a float in (0, 1), got {test_fraction!r}")
-        self.save_hyperparameters()
         self.image_size, self.channels = image_size, channels
         self.test_fraction, self.split_seed, self.augment = test_fraction, split_seed, augment
         self.classes = [str(digit) for digit in range(10)]

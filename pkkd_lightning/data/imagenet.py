@@ -43,7 +43,8 @@ class ImageNetDataModule(SplitDataModule):
         num_workers: DataLoader worker processes (0 loads in the main process).
         pin_memory: Pin host memory for faster GPU copies (ignored without CUDA).
         persistent_workers: Keep workers alive between epochs (only applies when ``num_workers`` > 0).
-        seed: Seed of the validation split; batch order and augmentation follow the global seed.
+        seed: Seed of the validation split; batch order and augmentation follow the run's global seed
+            (``seed_everything``), or this seed when the run sets none.
     """
 
     def __init__(
@@ -63,20 +64,9 @@ class ImageNetDataModule(SplitDataModule):
         persistent_workers: bool = False,
         seed: int = 0,
     ) -> None:
-        super().__init__(
-            train_per_class=train_per_class,
-            test_per_class=test_per_class,
-            val_split=val_split,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
-            seed=seed,
-        )
+        super().__init__()  # reads the shared options (train_per_class ... seed) from these arguments
         check_int("image_size", image_size, 1)
         check_int("resize_size", resize_size, image_size)
-        self.save_hyperparameters()
         self.data_dir = Path(data_dir).expanduser()
         self.image_size, self.resize_size = image_size, resize_size
         self.augment, self.timm_augment = augment, timm_augment

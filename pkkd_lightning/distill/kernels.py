@@ -28,7 +28,8 @@ import torch.nn as nn
 from pkkd_lightning.distill.taps import TapRecord
 from pkkd_lightning.validation import check_choice
 
-SigmaSpec = str | float
+#: ``"running_mean"`` or a fixed positive scale (a Literal, so that ``--model.sigma_ann 50`` parses as a number).
+SigmaSpec = Literal["running_mean"] | float
 #: Whether distances are centred over the output channels before the kernel (``KernelMap``).
 Centering = Literal["none", "channel"]
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
+from pkkd_lightning import PKKDModule
 from pkkd_lightning.callbacks import load_exported_student
 from tests.cli.test_cli_roundtrip import last_metrics
 
@@ -67,3 +69,29 @@ def test_test_and_predict_under_ddp_end_and_cover_the_test_split(run_cli, ddp_fi
     assert [f.name for f in files] == ["predictions_rank0.csv", "predictions_rank1.csv"]
     rows = sum(len(f.read_text().splitlines()) - 1 for f in files)
     assert rows == 40  # 4 test images per class; DistributedSampler pads only when the split does not divide
+
+
+def test_two_processes_train_like_one_with_the_same_global_batch(run_cli, tmp_path: Path):
+    """2 processes x batch 8 against 1 process x batch 8 with ``accumulate_grad_batches 2``: every step sees the same
+    micro-batches with the same augmentation (BatchNorm statistics included: each micro-batch is one process's batch),
+    DDP averages the gradients that accumulation sums, and AdderNet's rescaling acts on the complete gradient. The
+    kernels' scales are fixed: a running-mean sigma is averaged over processes once per step but updated after
+    every micro-batch under accumulation (docs/method.md)."""
+    common = (
+        *("fit", "--config", DEMO, *TINY, "--data.init_args.batch_size", "8", "--trainer.max_steps", "4"),
+        *("--test_after_fit", "false", "--export.use_best", "false"),
+        *("--model.sigma_ann", "50.0", "--model.sigma_cnn", "5.0", "--trainer.accelerator", "cpu"),
+    )
+    one = run_ddp(run_cli, *common, "--trainer.accumulate_grad_batches", "2",
+                  "--trainer.default_root_dir", str(tmp_path / "one"))  # fmt: skip
+    assert one.returncode == 0, one.stderr[-4000:]
+    two = run_ddp(run_cli, *common, *DDP[2:], "--trainer.default_root_dir", str(tmp_path / "two"))
+    assert two.returncode == 0, two.stderr[-4000:]
+    single, double = (torch.load(tmp_path / r / "version_0" / "student.pt")["state_dict"] for r in ("one", "two"))
+    L.seed_everything(0, verbose=False)  # the CLI's default seed: the networks both runs started from
+    initial = PKKDModule("resnet20", 10).student.state_dict()
+    trained = [k for k in single if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    for key in trained:
+        torch.testing.assert_close(double[key], single[key], rtol=1e-5, atol=1e-6, msg=f"{key} differs")
+    convs = [k for k in trained if k.endswith(("conv1.weight", "conv2.weight"))]
+    assert all(not torch.allclose(single[k], initial[k], atol=1e-4) for k in convs), "training moved every layer"

@@ -76,3 +76,38 @@ def test_the_real_command_exits_nonzero_and_prints_the_bad_key(run_cli):
     assert result.returncode != 0
     assert "lrr" in result.stderr
     assert not result.stdout.count("Epoch"), "nothing may train after a parse error"
+
+
+def test_malformed_yaml_is_reported_against_its_file(tmp_path: Path):
+    config = tmp_path / "broken.yaml"
+    config.write_text("model:\n  arch: resnet20\n   mode: pkkd\n")
+    with pytest.raises(ValueError, match=rf"(?s)config file {config} is not valid YAML.*line 3"):
+        cli_main(["fit", "--config", DEMO, "--config", str(config), "--print_config"])
+
+
+def test_a_malformed_group_file_referenced_by_a_config_is_named(tmp_path: Path):
+    (tmp_path / "data.yaml").write_text("class_path: [unclosed\n")
+    config = tmp_path / "experiment.yaml"
+    config.write_text("data: data.yaml\n")
+    with pytest.raises(ValueError, match=r"data\.yaml is not valid YAML"):
+        cli_main(["fit", "--config", str(config), "--print_config"])
+
+
+def test_num_classes_in_a_config_file_is_refused_not_dropped(tmp_path: Path):
+    config = tmp_path / "five.yaml"
+    config.write_text("model:\n  num_classes: 5\n")
+    with pytest.raises(ValueError, match=r"sets model\.num_classes, but the number of classes follows the data"):
+        cli_main(["fit", "--config", DEMO, "--config", str(config), "--print_config"])
+
+
+@pytest.mark.parametrize("flag", ["--optimizer", "--lr_scheduler"])
+def test_optimizer_and_scheduler_flags_are_refused_with_the_keys_that_exist(capsys, flag: str):
+    error = parse_error(capsys, flag, "Adam")
+    assert f"{flag} is not supported" in error and "model.lr" in error and "model.lr_schedule" in error
+
+
+def test_bad_values_fail_before_training_naming_the_key(capsys):
+    for args, key in ([("--model.beta", "1.5"), "model.beta"], [("--model.tau", "0"), "model.tau"],
+                      [("--model.lr", "-0.1"), "model.lr"]):  # fmt: skip
+        with pytest.raises(ValueError, match=rf"`{key}` must be"):
+            cli_main(["fit", "--config", DEMO, *args, "--trainer.max_steps", "0"])

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from pkkd_lightning.data import CIFAR10DataModule, CIFAR100DataModule
 from pkkd_lightning.data.cifar import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD
@@ -207,3 +208,25 @@ def test_prepare_data_skips_download_when_data_is_present(cifar10_batches, tmp_p
     _dm(tmp_path / "tree", download=True).prepare_data()
     _dm(Path("/nonexistent-cifar"), download=False).prepare_data()
     assert no_network.calls == []
+
+
+def test_imagefolder_image_of_the_wrong_size_is_named_with_its_size(tmp_path, image_tree):
+    root = tmp_path / "tree"
+    image_tree(root / "train", CIFAR10_CLASSES, per_class=2)
+    image_tree(root / "test", CIFAR10_CLASSES, per_class=1)
+    stray = root / "train" / "cat" / "0001.png"
+    Image.new("RGB", (40, 30)).save(stray)
+    dm = _dm(root, batch_size=20, augment=False)
+    dm.setup("fit")
+    with pytest.raises(ValueError, match="40x30") as err:
+        list(dm.train_dataloader())
+    assert str(stray) in str(err.value) and "32x32" in str(err.value) and "CIFAR-10" in str(err.value)
+
+
+def test_too_few_training_items_for_one_batch_fail_before_training(cifar10_batches):
+    dm = _dm(cifar10_batches, train_per_class=2, batch_size=256)
+    dm.setup("fit")
+    with pytest.raises(ValueError, match="no training batch") as err:
+        dm.train_dataloader()
+    for part in ("20 items", "batch_size=256", "data.init_args.batch_size", "data.init_args.train_per_class"):
+        assert part in str(err.value)

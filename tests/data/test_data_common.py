@@ -6,7 +6,7 @@ import pytest
 from jsonargparse import ArgumentParser
 
 from pkkd_lightning.data import CIFAR10DataModule, CIFAR100DataModule, DigitsDataModule, ImageNetDataModule
-from pkkd_lightning.data.common import first_per_class, split_train_val
+from pkkd_lightning.data.common import SplitDataModule, first_per_class, split_train_val
 
 
 def test_first_per_class_keeps_first_items_in_order():
@@ -74,3 +74,20 @@ def test_signatures_resolve_with_jsonargparse(cls, argv):
         assert type(cfg.data.val_split) is (float if cls is CIFAR10DataModule else int)  # fraction vs count
     with pytest.raises(Exception, match="batch_size"):
         parser.parse_args([*argv, "--data.batch_size=many"])
+
+
+def test_a_subclass_must_declare_the_shared_options():
+    class Incomplete(SplitDataModule):
+        num_classes = 2
+
+        def __init__(self, batch_size: int = 4) -> None:
+            super().__init__()
+
+        def _load_split(self, train): ...
+
+        def _transforms(self): ...
+
+    with pytest.raises(TypeError, match="Incomplete.__init__ must declare .*'train_per_class'"):
+        Incomplete()
+    dm = DigitsDataModule(batch_size=5, seed=3)  # the shared options are read from the subclass's arguments
+    assert (dm.batch_size, dm.eval_batch_size, dm.seed, dm.num_workers) == (5, 5, 3, 0)

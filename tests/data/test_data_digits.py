@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from types import SimpleNamespace
 
 import lightning.pytorch as pl
 import pytest
@@ -136,3 +137,33 @@ def test_validate_stage_builds_only_what_it_needs():
     carved = DigitsDataModule(val_split=100)
     carved.setup("validate")
     assert len(carved.val_set) == 100 and carved.test_set is None
+
+
+def test_too_few_training_items_for_one_step_name_world_size_and_val_split():
+    dm = DigitsDataModule(train_per_class=4, val_split=10, batch_size=16)
+    dm.trainer = SimpleNamespace(global_rank=0, world_size=2, accumulate_grad_batches=1)
+    dm.setup("fit")
+    with pytest.raises(ValueError, match="no training batch") as err:
+        dm.train_dataloader()
+    for part in ("30 items", "val_split=10 took 10", "batch_size=16 x 2 process(es)", "train_per_class (now 4)"):
+        assert part in str(err.value)
+
+
+def test_the_training_position_is_saved_and_restored_through_the_datamodule():
+    dm = DigitsDataModule(image_size=8, train_per_class=5, batch_size=4)
+    assert dm.state_dict() == {}  # nothing to save before a training loader exists
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(1)
+    batches = iter(loader)
+    for _ in range(5):
+        next(batches)
+    state = dm.state_dict()
+    assert state == {"train_position": {"epoch": 1, "samples": 20, "seed": loader.sampler.seed, "dataset_size": 50}}
+    rest = list(batches)
+    resumed = DigitsDataModule(image_size=8, train_per_class=5, batch_size=4)
+    resumed.load_state_dict(state)
+    resumed.setup("fit")
+    again = list(resumed.train_dataloader())
+    assert len(again) == len(rest) == 7 and all(torch.equal(a[0], b[0]) for a, b in zip(again, rest))
+    assert len(list(resumed.train_dataloader())) == 12  # the position is applied to one loader only
