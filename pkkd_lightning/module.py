@@ -9,7 +9,7 @@ paper's table and its baselines.
 from __future__ import annotations
 
 from dataclasses import asdict, replace
-from typing import Any, Literal
+from typing import Any
 
 import lightning as L
 import torch
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from pkkd_lightning.distill import Centering, FeatureSpace, KernelDistiller, LossWeightName, LossWeights
 from pkkd_lightning.distill.diagnostics import gradient_shares
 from pkkd_lightning.distill.kernels import SigmaSpec
-from pkkd_lightning.distill.losses import feature_matching_loss, soft_logit_loss
+from pkkd_lightning.distill.objective import student_terms, teacher_terms
 from pkkd_lightning.distill.taps import default_tap_paths
 from pkkd_lightning.metrics import accuracy_metrics
 from pkkd_lightning.models import Arch, InitScheme
@@ -27,10 +27,9 @@ from pkkd_lightning.modes import Mode, TeacherTraining, build_network, student_l
 from pkkd_lightning.network_io import load_network_weights
 from pkkd_lightning.ops import rescale_adder_gradients
 from pkkd_lightning.ops.backends import AdderBackendName, check_backend_name
+from pkkd_lightning.optim import LrSchedule, sgd_with_schedule
 from pkkd_lightning.rng import collect_rng_states, resume_rng_states
 from pkkd_lightning.validation import check_choice, check_int, check_number
-
-LrSchedule = Literal["cosine", "constant"]
 
 
 class PKKDModule(L.LightningModule):
@@ -158,7 +157,7 @@ class PKKDModule(L.LightningModule):
         ``student/<part>`` are the weighted parts of ``L_A`` (``labels``, ``soft_logits``, ``features``) and sum to
         ``student``; ``feature/<point>`` are the distillation points' unweighted matching losses.
         """
-        weights, point_losses = self.loss_weights, {}
+        point_losses = {}
         if self.distiller is not None:
             out = self.distiller(x, train_teacher=self.teacher_trainable)
             z_student, z_teacher, point_losses = out.student_logits, out.teacher_logits, out.losses
@@ -167,25 +166,10 @@ class PKKDModule(L.LightningModule):
             if self.teacher is not None:
                 with torch.no_grad():
                     z_teacher = self.teacher(x)
-        terms = {"student_ce": F.cross_entropy(z_student, y)}
-        parts = {"labels": terms["student_ce"]}
-        if z_teacher is not None:
-            terms["student_soft"] = soft_logit_loss(z_student, z_teacher, weights.tau)
-            parts = {
-                "labels": (1 - weights.beta) * terms["student_ce"],
-                "soft_logits": weights.beta * terms["student_soft"],
-            }
-        if point_losses:
-            terms.update({f"feature/{path}": loss for path, loss in point_losses.items()})
-            terms["feature"] = feature_matching_loss(point_losses)
-            parts["features"] = weights.feature_weight * terms["feature"]
-        terms.update({f"student/{name}": part for name, part in parts.items()})
-        terms["student"] = terms["loss"] = sum(parts.values())
+        terms = student_terms(z_student, z_teacher, y, point_losses, self.loss_weights)
+        terms["loss"] = terms["student"]
         if self.teacher_trainable:
-            terms["teacher_ce"] = terms["teacher"] = F.cross_entropy(z_teacher, y)
-            if self.hparams.mutual_weight > 0:
-                terms["teacher_mutual"] = soft_logit_loss(z_teacher, z_student, weights.tau)
-                terms["teacher"] = terms["teacher"] + self.hparams.mutual_weight * terms["teacher_mutual"]
+            terms.update(teacher_terms(z_teacher, z_student, y, self.loss_weights.tau, self.hparams.mutual_weight))
             terms["loss"] = terms["student"] + terms["teacher"]
         return terms
 
@@ -244,18 +228,12 @@ class PKKDModule(L.LightningModule):
         head_params = list(self.distiller.parameters()) if self.distiller is not None else []
         if head_params:
             groups.append({"name": "feature heads (training only)", "params": head_params})
-        optimizer = torch.optim.SGD(
-            groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov, weight_decay=hp.weight_decay
-        )
-        if hp.lr_schedule == "constant":
-            return {"optimizer": optimizer}
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        total = int(self.trainer.estimated_stepping_batches) if hp.lr_schedule == "cosine" else 0
+        return sgd_with_schedule(groups, hp.lr, hp.momentum, hp.nesterov, hp.weight_decay, hp.lr_schedule, total)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Lightning does not save random-number generator states; a resumed run needs them to draw the same
-        # shuffles and augmentations as an uninterrupted one.
+        # Lightning does not save random-number generator states; anything drawing random numbers in training
+        # (the data does not: it is seeded per epoch and sample) continues after a resume as without the stop.
         checkpoint["rng_states"] = collect_rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
