@@ -218,17 +218,3 @@ def test_gradient_shares_are_logged_at_every_distilled_layer(batch):
         shares = [logged[f"train/grad_share/{point}/{term}"] for term in ("labels", "soft_logits", "features")]
         assert sum(shares) == pytest.approx(1.0) and all(0 < s < 1 for s in shares)
     assert logged["train/beta"] == module.loss_weights.beta
-
-
-def test_cosine_learning_rate_falls_to_zero_over_the_run():
-    module = PKKDModule("resnet20", 10, lr=0.2)
-    module.trainer = L.Trainer(max_steps=100, logger=False, enable_checkpointing=False)
-    config = module.configure_optimizers()
-    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
-    lrs = []
-    for _ in range(100):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
-    assert lrs[0] == pytest.approx(0.2) and lrs[50] == pytest.approx(0.1) and lrs[99] < 1e-4
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
