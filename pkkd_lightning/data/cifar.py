@@ -1,4 +1,4 @@
-"""CIFAR-10 and CIFAR-100 DataModules (Krizhevsky, 2009) with the PKKD training recipe (PAPER.md section 3).
+"""CIFAR-10 and CIFAR-100 DataModules (Krizhevsky, 2009) with the PKKD training recipe (docs/method.md section 4).
 
 Two on-disk layouts are detected under ``data_dir``:
 

@@ -1,4 +1,4 @@
-"""ImageNet (ILSVRC-2012) DataModule with the standard ResNet recipe (PAPER.md section 3).
+"""ImageNet (ILSVRC-2012) DataModule with the standard ResNet recipe (docs/method.md section 4).
 
 Training: random-resized crop 224 and horizontal flip, or timm's RandAugment/AutoAugment policies through
 ``timm_augment`` (no mixup or cutmix: those act on batches and belong in the LightningModule). Evaluation:

@@ -88,7 +88,7 @@ def test_config_prints_a_full_config_matching_its_name(config: Path):
     assert printed["model"]["arch"] == expected["arch"]
     assert printed["model"]["mode"] == expected["mode"]
     assert printed["data"]["class_path"] == f"pkkd_lightning.data.{DATA[expected['data']].__name__}"
-    # The paper's optimiser (PAPER.md section 3): SGD momentum 0.9 from lr 0.1, cosine.
+    # The paper's optimiser (docs/method.md section 4): SGD momentum 0.9 from lr 0.1, cosine.
     assert printed["model"]["lr"] == 0.1 and printed["model"]["momentum"] == 0.9
     assert printed["model"]["lr_schedule"] == "cosine"
     if expected["data"] != "imagenet":
