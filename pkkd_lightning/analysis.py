@@ -7,7 +7,8 @@ PKKD (Xu et al., NeurIPS 2020, sec. 3) rests on two observations that this modul
 * The raw outputs of an adder layer (``-||x - f||_1``) and of a conv (``x.f``) differ in scale and shape, so PKKD
   matches them after a kernel (Laplace on the ANN side, then the 1x1 transform rho; Gaussian on the CNN side):
   :func:`collect_features` captures all four at the distillation points and :func:`feature_distance_table`
-  compares student and teacher with the MMD (:func:`mmd_rbf`) before and after the kernels.
+  compares student and teacher with the MMD (:func:`mmd_rbf`) before and after the kernels;
+  :func:`kernel_channel_shares` measures how much of the kernel maps tells the channels apart.
 
 :func:`load_module`, :func:`load_datamodule` and :func:`read_metrics_csv` read a run back from its checkpoint and
 its ``metrics.csv``. Everything returns tensors, dataclasses or plain rows; plotting is left to the notebook
@@ -105,6 +106,54 @@ def collect_features(
     if not kept:
         raise ValueError("collect_features: the loader gave no batches")
     return {path: FeatureSet(*kept[path][1].unbind(0)) for path in module.distiller.points}
+
+
+class ChannelShareRow(TypedDict):
+    """One distillation point of :func:`kernel_channel_shares`."""
+
+    layer: str
+    student: float
+    teacher: float
+
+
+def channel_share(maps: torch.Tensor) -> float:
+    """``std(m - mean_c m) / std(m)`` of (N, C, H, W) maps: the part of their variation that tells channels apart.
+
+    0 when every channel holds the same map (the value depends on the image and the position only), about 1 when
+    the channels vary independently of each other.
+    """
+    maps = maps.double()
+    return ((maps - maps.mean(dim=1, keepdim=True)).std() / maps.std().clamp_min(1e-300)).item()
+
+
+def kernel_channel_shares(module: PKKDModule, loader: Iterable[Any], max_batches: int = 4) -> list[ChannelShareRow]:
+    """:func:`channel_share` of the student's and the teacher's kernel maps at every distillation point (eval
+    mode, the first ``max_batches`` batches pooled).
+
+    The Gaussian kernel of a convolution, ``exp(-(||x||^2 + ||f||^2 - 2 x.f) / 2 sigma^2)``, carries the patch
+    energy ``||x||^2``, which is the same for every filter; when it dominates, the teacher's map is nearly the
+    same in every channel and ``L_feat`` mostly asks the student to reproduce the patch energy.
+    """
+    if module.distiller is None:
+        raise ValueError(f"kernel_channel_shares needs a module with mode='pkkd', got mode={module.hparams.mode!r}")
+    pooled: dict[str, list[list[torch.Tensor]]] = {path: [[], []] for path in module.distiller.points}
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            for index, batch in enumerate(loader):
+                if index >= max_batches:
+                    break
+                x = (batch[0] if isinstance(batch, (list, tuple)) else batch).to(module.device)
+                for path, f in module.distiller(x, train_teacher=False, return_features=True).features.items():
+                    pooled[path][0].append(f.student.cpu())
+                    pooled[path][1].append(f.teacher.cpu())
+    finally:
+        module.train(was_training)
+    return [
+        ChannelShareRow(layer=path, student=channel_share(torch.cat(s)), teacher=channel_share(torch.cat(t)))
+        for path, (s, t) in pooled.items()
+    ]
 
 
 @dataclass(frozen=True)

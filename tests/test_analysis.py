@@ -14,11 +14,13 @@ from pkkd_lightning import PKKDModule
 from pkkd_lightning.analysis import (
     FeatureSet,
     MetricPoint,
+    channel_share,
     collect_features,
     compare_weight_fits,
     feature_distance_table,
     fit_gaussian,
     fit_laplace,
+    kernel_channel_shares,
     load_datamodule,
     load_module,
     mmd_rbf,
@@ -213,3 +215,23 @@ def test_load_module_and_datamodule_from_a_cli_run(tmp_path: Path, monkeypatch: 
     assert isinstance(datamodule, DigitsDataModule) and datamodule.image_size == 8 and datamodule.batch_size == 5
     series = read_metrics_csv(checkpoint.parents[1] / "metrics.csv")
     assert {"train/loss", "val/student_acc1", "val/teacher_acc1"} <= series.keys()
+
+
+def test_channel_share_is_zero_for_identical_channels_and_near_one_for_independent_ones() -> None:
+    gen = torch.Generator().manual_seed(0)
+    same = torch.randn(4, 1, 5, 5, generator=gen).expand(4, 8, 5, 5)
+    assert channel_share(same) == pytest.approx(0.0, abs=1e-12)
+    independent = torch.randn(4, 64, 5, 5, generator=gen)
+    assert channel_share(independent) == pytest.approx((63 / 64) ** 0.5, abs=0.02)
+
+
+def test_kernel_channel_shares_cover_every_point_and_restore_the_mode() -> None:
+    module = _tiny_pkkd()
+    loader = [(torch.randn(2, 3, 16, 16), torch.tensor([0, 1])) for _ in range(2)]
+    with torch.no_grad():
+        module.compute_losses(*loader[0])  # initialises the running sigmas
+    rows = kernel_channel_shares(module, loader)
+    assert [r["layer"] for r in rows] == module.distiller.points and module.training
+    assert all(0 <= r["student"] <= 1.5 and 0 <= r["teacher"] <= 1.5 for r in rows)
+    with pytest.raises(ValueError, match="mode='pkkd'"):
+        kernel_channel_shares(PKKDModule(mode="ann"), loader)

@@ -2,9 +2,11 @@
 
 The kernels read the zero-padded input in place (implicit im2col), so the only extra memory is one padded copy
 of the input (and of its gradient in the backward pass), as for a convolution. The library is compiled on first
-use with the system C compiler (``cc``/``gcc``, about a second, ``-O3 -march=native``) and cached under
-``$PKKD_LIGHTNING_CACHE`` (default ``~/.cache/pkkd_lightning``), keyed by the source, the flags and the CPU, so
-a cache shared between machines never serves a binary built for another processor.
+use with the system C compiler (``cc``/``gcc``, about a second, ``-O3 -march=native``; ``$PKKD_LIGHTNING_MARCH``
+chooses another target, e.g. ``x86-64-v2``) and cached under ``$PKKD_LIGHTNING_CACHE`` (default
+``~/.cache/pkkd_lightning``), keyed by the source, the flags and the CPU, so a cache shared between machines never
+serves a binary built for another processor. Every output sums its terms in the same order whatever the vector
+width, so the target changes the speed, not the results.
 """
 
 from __future__ import annotations
@@ -26,7 +28,20 @@ from pkkd_lightning.ops.geometry import AdderGeometry
 from pkkd_lightning.ops.weight_grad import adder_weight_grad
 
 SOURCE_DIR = Path(__file__).parent / "csrc"
-CFLAGS = ("-O3", "-march=native", "-std=c99", "-fPIC", "-shared", "-pthread")
+
+
+def compiler_flags() -> tuple[str, ...]:
+    """The build flags: ``-march`` from ``$PKKD_LIGHTNING_MARCH`` (default ``native``, the host's vector units)."""
+    return (
+        "-O3",
+        f"-march={os.environ.get('PKKD_LIGHTNING_MARCH', 'native')}",
+        "-std=c99",
+        "-fPIC",
+        "-shared",
+        "-pthread",
+    )
+
+
 #: Tried first: with OpenMP the kernels share PyTorch's thread pool (see csrc/adder_cpu.c, parallel_for).
 OPENMP_FLAGS = ("-fopenmp",)
 SUPPORTED_DTYPES = (torch.float32, torch.float64)
@@ -68,7 +83,7 @@ def load_library() -> ctypes.CDLL:
     digest = hashlib.sha256()
     for path in sources:
         digest.update(path.read_bytes())
-    digest.update(" ".join(CFLAGS + OPENMP_FLAGS).encode() + _cpu_fingerprint().encode())
+    digest.update(" ".join(compiler_flags() + OPENMP_FLAGS).encode() + _cpu_fingerprint().encode())
     target = _cache_dir() / f"adder_cpu_{digest.hexdigest()[:16]}.so"
     if not target.exists():
         _build(target)
@@ -96,7 +111,7 @@ def _build(target: Path) -> None:
         built = Path(tmp) / target.name
         errors = []
         for extra in (OPENMP_FLAGS, ()):  # without OpenMP the kernels fall back to pthreads
-            cmd = [compiler, *CFLAGS, *extra, str(SOURCE_DIR / "adder_cpu.c"), "-o", str(built)]
+            cmd = [compiler, *compiler_flags(), *extra, str(SOURCE_DIR / "adder_cpu.c"), "-o", str(built)]
             result = subprocess.run(cmd, capture_output=True, text=True)
             if result.returncode == 0:
                 os.replace(built, target)  # atomic: concurrent processes (DDP ranks) never load a partial file
