@@ -148,3 +148,27 @@ def test_precise_batchnorm_is_added_from_the_command_line(tmp_path: Path):
     precise = [cb for cb in cli.trainer.callbacks if isinstance(cb, PreciseBatchNorm)]
     assert [cb.num_batches for cb in precise] == [5]
     assert any(isinstance(cb, LossWeightSchedule) for cb in cli.trainer.callbacks), "the config's own callback"
+
+
+@pytest.mark.parametrize(
+    "key,literal",
+    [
+        ("model.arch", "Arch"),
+        ("model.mode", "Mode"),
+        ("model.init", "InitScheme"),
+        ("model.adder_backend", "AdderBackendName"),
+        ("model.teacher_training", "TeacherTraining"),
+        ("model.feature_space", "FeatureSpace"),
+        ("model.centering", "Centering"),
+        ("model.lr_schedule", "LrSchedule"),
+    ],
+)
+def test_help_lists_every_accepted_value_of_each_choice(capsys, key: str, literal: str):
+    from pkkd_lightning import distill, models, modes, optim
+    from pkkd_lightning.ops import backends
+    from pkkd_lightning.validation import choices
+
+    owner = next(m for m in (models, modes, distill, optim, backends) if hasattr(m, literal))
+    with pytest.raises(SystemExit):
+        cli_main(["fit", "--help"])
+    assert f"--{key} {{{','.join(choices(getattr(owner, literal)))}}}" in capsys.readouterr().out
