@@ -73,7 +73,7 @@ class PKKDModule(L.LightningModule):
         mode: Mode = "pkkd",
         init: InitScheme = "official",
         distill_points: list[str] | None = None,
-        feature_weight: float = 1.0,
+        feature_weight: float = 0.1,
         beta: float = 0.5,
         tau: float = 4.0,
         feature_space: FeatureSpace = "kernel",

@@ -141,13 +141,16 @@ def test_references_inside_a_config_resolve_relative_to_that_config(tmp_path: Pa
 
 
 def test_precise_batchnorm_is_added_from_the_command_line(tmp_path: Path):
-    demo = CONFIG_DIR / "digits_pkkd.yaml"
-    cli = instantiate(
-        demo, tmp_path, "--trainer.callbacks+=PreciseBatchNorm", "--trainer.callbacks.num_batches=5"
-    )  # fmt: skip
+    config = CONFIG_DIR / "cifar10_ann20.yaml"
+    cli = instantiate(config, tmp_path, "--trainer.callbacks+=PreciseBatchNorm", "--trainer.callbacks.num_batches=5")
     precise = [cb for cb in cli.trainer.callbacks if isinstance(cb, PreciseBatchNorm)]
     assert [cb.num_batches for cb in precise] == [5]
     assert any(isinstance(cb, LossWeightSchedule) for cb in cli.trainer.callbacks), "the config's own callback"
+
+
+def test_the_demo_re_estimates_batchnorm_before_every_validation(tmp_path: Path):
+    cli = instantiate(CONFIG_DIR / "digits_pkkd.yaml", tmp_path)
+    assert [cb.num_batches for cb in cli.trainer.callbacks if isinstance(cb, PreciseBatchNorm)] == [10]
 
 
 @pytest.mark.parametrize(
