@@ -25,13 +25,12 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 from math import nan
 from pathlib import Path
 
-from experiments.runner import REPO, Run, run_all
+from experiments.runner import REPO, Run, experiment_parser, run_all
 from pkkd_lightning.analysis import read_metrics_csv
 
 CONFIG = "experiments/configs/cifar10_subset.yaml"
@@ -114,11 +113,7 @@ def summarize(out: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=("run", "summarize"))
-    parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=1)
+    parser = experiment_parser(__doc__, OUT)
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
     args = parser.parse_args(argv)

@@ -15,11 +15,10 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from experiments.convergence import NEW_PKKD
-from experiments.runner import REPO, Run, run_all
+from experiments.runner import REPO, Run, experiment_parser, run_all
 from experiments.summary import final_test, load_results, mean_std, paired
 
 CONFIG = "experiments/configs/cifar10_subset.yaml"
@@ -51,11 +50,7 @@ def summarize(out: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=("run", "summarize"))
-    parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=1)
+    parser = experiment_parser(__doc__, OUT)
     args = parser.parse_args(argv)
     if args.command == "run":
         run_all(runs(), args.out, args.jobs, args.threads)

@@ -23,12 +23,11 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import statistics
 from pathlib import Path
 
 from experiments.calibration import schedule
-from experiments.runner import REPO, Run, run_all
+from experiments.runner import REPO, Run, experiment_parser, run_all
 from experiments.summary import final_test, load_results, mean_std, paired
 
 CONFIG = "experiments/configs/cifar10_subset.yaml"
@@ -116,12 +115,8 @@ def plot(out: Path, figure_path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=("run", "summarize"))
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser = experiment_parser(__doc__, OUT)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     if args.command == "run":
         run_all(runs(tuple(args.methods)), args.out, args.jobs, args.threads)

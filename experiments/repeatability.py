@@ -69,17 +69,23 @@ def final_state(root: Path) -> dict[str, torch.Tensor]:
     return checkpoint["state_dict"]
 
 
+BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
 def compare(state: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Largest absolute difference per network (0.0 = bit-identical), over parameters and buffers."""
+    """Largest relative difference ``max |w - w_ref| / max |w_ref|`` over each network's weight tensors (0.0 =
+    bit-identical; BatchNorm statistics left out, they follow the weights)."""
     result = {}
     for network in ("student", "teacher"):
-        keys = [k for k in reference if k.startswith(f"{network}.") and reference[k].is_floating_point()]
-        result[network] = max((state[k] - reference[k]).abs().max().item() for k in keys)
+        keys = [k for k in reference if k.startswith(f"{network}.") and not k.endswith(BUFFERS)]
+        result[network] = max(
+            ((state[k] - reference[k]).abs().max() / reference[k].abs().max().clamp_min(1e-30)).item() for k in keys
+        )
     return result
 
 
 def summarize(out: Path) -> str:
-    lines = ["## 20 training steps: largest weight difference from the default setting", "",
+    lines = ["## 20 training steps: largest relative weight difference from the default setting", "",
              "| setting | student (ANN) | teacher (CNN) |", "|---|---|---|"]  # fmt: skip
     reference = final_state(folder(out, "steps", next(iter(SETTINGS))))
     for setting in SETTINGS:
@@ -92,7 +98,7 @@ def summarize(out: Path) -> str:
               "| setting | student % | teacher % |", "|---|---|---|"]  # fmt: skip
     for setting in SETTINGS:
         metrics = folder(out, "demo", setting) / "version_0" / "metrics.csv"
-        if metrics.exists():
+        if (metrics.parents[1] / "done").exists():
             series = read_metrics_csv(metrics)
             student, teacher = (100 * series[f"test/{n}_acc1"][-1].value for n in ("student", "teacher"))
             lines.append(f"| {setting} | {student:.2f} | {teacher:.2f} |")

@@ -16,6 +16,7 @@ pool of ``jobs`` worker processes, each limited to ``threads`` CPU threads.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -135,3 +136,13 @@ def run_all(runs: Sequence[Run], out: Path, jobs: int = 2, threads: int = 1) -> 
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         return list(pool.map(work, runs))
+
+
+def experiment_parser(doc: str, out: Path) -> argparse.ArgumentParser:
+    """The command line every experiment script shares: ``run``/``summarize``, ``--out``, ``--jobs``, ``--threads``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("command", choices=("run", "summarize"))
+    parser.add_argument("--out", type=Path, default=out, help="the experiment's results folder")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads per run")
+    return parser
