@@ -88,22 +88,25 @@ def plot(out: Path, figure_path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curves = {}
+    curves, seeds = {}, {}
     for method in METHODS:
         runs_ = list(load_results(out, method).values())
         if runs_:
             length = min(len(r["val_curve"]) for r in runs_)
             curves[method] = [statistics.mean(100 * r["val_curve"][i][1] for r in runs_) for i in range(length)]
+            seeds[method] = len(runs_)
+    colors = {method: f"C{index}" for index, method in enumerate(METHODS)}
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for method, curve in curves.items():
-        left.plot(range(1, len(curve) + 1), curve, marker=".", label=method)
+        label = f"{method} ({seeds[method]} seed{'s' if seeds[method] > 1 else ''})"
+        left.plot(range(1, len(curve) + 1), curve, marker=".", color=colors[method], label=label)
     for method in ("ann", "pkkd", "pkkd_logits", "pkkd_old"):
         if method in curves and "cnn" in curves:
             length = min(len(curves[method]), len(curves["cnn"]))
             gaps = [curves[method][i] - curves["cnn"][i] for i in range(length)]
-            right.plot(range(1, length + 1), gaps, marker=".", label=f"{method} - cnn")
+            right.plot(range(1, length + 1), gaps, marker=".", color=colors[method], label=f"{method} - cnn")
     right.axhline(0, color="0.5", lw=0.8)
-    left.set(xlabel="epoch", ylabel="validation top-1 (%)", title="Held-out accuracy (mean of 3 seeds)")
+    left.set(xlabel="epoch", ylabel="validation top-1 (%)", title="Held-out accuracy (mean over the finished seeds)")
     right.set(xlabel="epoch", ylabel="difference (percentage points)", title="Gap to the CNN along training")
     for axis in (left, right):
         axis.grid(alpha=0.3)

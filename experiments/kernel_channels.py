@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         lines += rows(f"initialised ({init})", module, loader)
     for run in args.runs:
         checkpoint = max(run.glob("fit/version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-        lines += rows(f"trained: {run.name}", load_module(checkpoint), loader)
+        lines += rows(f"trained: {run.parent.name}/{run.name}", load_module(checkpoint), loader)
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

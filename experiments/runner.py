@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pkkd_lightning.analysis import read_metrics_csv
+from pkkd_lightning.analysis import read_metrics_csv, read_resumed_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CIFAR10 = REPO.parent / "shared" / "data" / "cifar10-jpeg"
@@ -81,12 +81,8 @@ def _test_accuracy(run: Run, run_dir: Path, ckpt: Path, label: str, threads: int
 
 def validation_curve(run_dir: Path, metric: str = "val/student_acc1") -> list[tuple[int, float]]:
     """``(epoch, value)`` of ``metric`` over the fit's log folders (a resumed run's folders in order)."""
-    by_epoch: dict[int, float] = {}
-    for csv in sorted(run_dir.glob("fit/version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1])):
-        for point in read_metrics_csv(csv).get(metric, []):
-            if point.epoch is not None:
-                by_epoch[point.epoch] = point.value
-    return sorted(by_epoch.items())
+    folders = sorted(run_dir.glob("fit/version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    return [(p.epoch, p.value) for p in read_resumed_metrics(folders).get(metric, []) if p.epoch is not None]
 
 
 def run_one(run: Run, out: Path, threads: int = 1) -> dict:

@@ -356,3 +356,19 @@ def read_metrics_csv(path: str | Path) -> dict[str, list[MetricPoint]]:
                 if name not in ("step", "epoch") and cell:
                     series.setdefault(name, []).append(MetricPoint(step, epoch, float(cell)))
     return series
+
+
+def read_resumed_metrics(paths: list[str | Path]) -> dict[str, list[MetricPoint]]:
+    """The ``metrics.csv`` files of one run that was resumed into new log folders (``version_0``, ``version_1``,
+    ...), in that order, as one :func:`read_metrics_csv` series: each file's points replace the earlier files'
+    points from its own first step on (what was logged after the checkpoint it resumed from)."""
+    series: dict[str, list[MetricPoint]] = {}
+    for path in paths:
+        later = read_metrics_csv(path)
+        first = min((point.step for points in later.values() for point in points), default=None)
+        if first is None:
+            continue
+        series = {name: [p for p in points if p.step < first] for name, points in series.items()}
+        for name, points in later.items():
+            series.setdefault(name, []).extend(points)
+    return {name: points for name, points in series.items() if points}

@@ -25,6 +25,7 @@ from pkkd_lightning.analysis import (
     load_module,
     mmd_rbf,
     read_metrics_csv,
+    read_resumed_metrics,
     standardize,
 )
 from pkkd_lightning.cli import cli_main
@@ -186,6 +187,17 @@ def test_read_metrics_csv_keeps_each_metrics_own_rows(tmp_path: Path) -> None:
     (tmp_path / "other.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="'step'"):
         read_metrics_csv(tmp_path / "other.csv")
+
+
+def test_read_resumed_metrics_lets_each_folder_replace_what_was_logged_after_its_checkpoint(tmp_path: Path) -> None:
+    first, second = tmp_path / "version_0.csv", tmp_path / "version_1.csv"
+    first.write_text("epoch,step,train/loss,val/student_acc1\n0,0,2.5,\n0,1,,0.25\n1,2,2.0,\n1,3,1.9,\n")
+    second.write_text("epoch,step,train/loss,val/student_acc1\n1,2,1.8,\n1,3,,0.5\n")  # resumed after step 1
+    series = read_resumed_metrics([first, second])
+    assert series == {
+        "train/loss": [MetricPoint(0, 0, 2.5), MetricPoint(2, 1, 1.8)],
+        "val/student_acc1": [MetricPoint(1, 0, 0.25), MetricPoint(3, 1, 0.5)],
+    }
 
 
 def test_load_module_and_datamodule_from_a_cli_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,6 +19,8 @@ import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader
 
+from pkkd_lightning.data.sampler import SeededBlockSampler
+
 Reduce = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -76,8 +78,12 @@ def separate_loader(loader: DataLoader) -> DataLoader:
     """A loader with ``loader``'s data, sampler, batching and workers that shares no iterator with it.
 
     Iterating a ``persistent_workers`` loader a second time resets its live iterator, which would cut short the
-    training epoch that a mid-epoch validation interrupts.
+    training epoch that a mid-epoch validation interrupts. A :class:`SeededBlockSampler` is replaced by its copy
+    that starts at the epoch's first batch, so a resumed epoch draws the batches of an uninterrupted one.
     """
+    sampler = loader.sampler
+    if isinstance(sampler, SeededBlockSampler):
+        sampler = sampler.from_epoch_start()
     common = {
         "num_workers": loader.num_workers,
         "collate_fn": loader.collate_fn,
@@ -88,7 +94,7 @@ def separate_loader(loader: DataLoader) -> DataLoader:
     if loader.batch_size is None:
         return DataLoader(loader.dataset, batch_sampler=loader.batch_sampler, **common)
     return DataLoader(
-        loader.dataset, batch_size=loader.batch_size, sampler=loader.sampler, drop_last=loader.drop_last, **common
+        loader.dataset, batch_size=loader.batch_size, sampler=sampler, drop_last=loader.drop_last, **common
     )
 
 

@@ -29,15 +29,7 @@ from torchvision.datasets.folder import default_loader, find_classes
 
 from pkkd_lightning.data.sampler import ResumableLoader, SeededBlockSampler
 from pkkd_lightning.data.seeding import mix_seeds, run_seed, seeded_rngs
-
-
-def check_int(name: str, value: Any, minimum: int, optional: bool = False) -> None:
-    """Raise ``ValueError`` unless ``value`` is an int ``>= minimum`` (or ``None`` when ``optional``)."""
-    if optional and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        accepted = f"an int >= {minimum}" + (" or None" if optional else "")
-        raise ValueError(f"`{name}` must be {accepted}, got {value!r}")
+from pkkd_lightning.validation import check_int
 
 
 def check_val_split(val_split: Any) -> None:

@@ -17,7 +17,8 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset, TensorDataset
 from torchvision import transforms as T
 
-from pkkd_lightning.data.common import SplitDataModule, check_int
+from pkkd_lightning.data.common import SplitDataModule
+from pkkd_lightning.validation import check_int
 
 
 class DigitsDataModule(SplitDataModule):

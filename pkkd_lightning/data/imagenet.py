@@ -15,7 +15,8 @@ from torch.utils.data import Dataset
 from torchvision import transforms as T
 from torchvision.datasets.folder import find_classes
 
-from pkkd_lightning.data.common import SplitDataModule, check_int, data_not_found, image_folder_split
+from pkkd_lightning.data.common import SplitDataModule, data_not_found, image_folder_split
+from pkkd_lightning.validation import check_int
 
 
 class ImageNetDataModule(SplitDataModule):

@@ -15,6 +15,7 @@ call ``set_epoch``; it takes its rank and world size as arguments and runs no co
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sized
 from typing import Any
 
@@ -22,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from pkkd_lightning.data.seeding import mix_seeds
+from pkkd_lightning.validation import check_int
 
 _SEED_HIGH = 2**63 - 1
 
@@ -32,8 +34,8 @@ class SeededBlockSampler(DistributedSampler):
     A pass starts at global batch :attr:`first_batch`, 0 unless a saved position was restored with
     :meth:`restore_position` (a resumed epoch skips the batches trained on before the interruption); it is back
     to 0 when ``set_epoch`` moves to another epoch. Passes have no side effects, so other loaders may share the
-    sampler (``PreciseBatchNorm`` draws its batches through it) without moving the training position, which
-    :class:`ResumableLoader` keeps.
+    sampler without moving the training position, which :class:`ResumableLoader` keeps (``PreciseBatchNorm``
+    draws its batches through :meth:`from_epoch_start`).
 
     Args:
         dataset: The training split (only its length is used).
@@ -53,9 +55,8 @@ class SeededBlockSampler(DistributedSampler):
         seed: int = 0,
         accumulate_grad_batches: int = 1,
     ) -> None:
-        for name, value in (("batch_size", batch_size), ("accumulate_grad_batches", accumulate_grad_batches)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be an int >= 1, got {value!r}")
+        check_int("batch_size", batch_size, 1)
+        check_int("accumulate_grad_batches", accumulate_grad_batches, 1)
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
         self.batch_size = batch_size
         self.global_batch_size = batch_size * num_replicas
@@ -70,6 +71,13 @@ class SeededBlockSampler(DistributedSampler):
         if epoch != self.epoch:
             self.first_batch = 0
         super().set_epoch(epoch)
+
+    def from_epoch_start(self) -> SeededBlockSampler:
+        """A copy whose passes cover the current epoch from its first batch, also while this sampler resumes
+        one mid-epoch (``PreciseBatchNorm`` draws the same batches in an interrupted and a resumed run)."""
+        restarted = copy.copy(self)
+        restarted.first_batch = 0
+        return restarted
 
     def epoch_order(self, epoch: int) -> tuple[torch.Tensor, list[int]]:
         """The permutation of the whole split for ``epoch`` and the seed of every sample (by index)."""

@@ -11,6 +11,7 @@ import torch.nn as nn
 from pkkd_lightning import PKKDModule
 from pkkd_lightning.callbacks import PreciseBatchNorm, reestimate_batchnorm
 from pkkd_lightning.callbacks.precise_bn import separate_loader
+from pkkd_lightning.data.sampler import ResumableLoader, SeededBlockSampler
 from tests.integration.helpers import quiet_trainer, tiny_digits
 
 
@@ -122,3 +123,19 @@ def test_separate_loader_leaves_a_persistent_training_iterator_alone():
     first = next(training)
     assert [b[0].tolist() for b in separate_loader(loader)] == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]]
     assert [first[0].tolist(), *(b[0].tolist() for b in training)] == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]]
+
+
+def test_separate_loader_starts_a_resumed_epoch_at_its_first_batch():
+    class Indices(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return 12
+
+        def __getitem__(self, item: tuple[int, int]) -> int:
+            return item[0]  # the sampler yields (index, sample seed)
+
+    dataset = Indices()
+    whole = [b.tolist() for b in ResumableLoader(dataset, batch_size=3, sampler=SeededBlockSampler(dataset, 3))]
+    resumed = ResumableLoader(dataset, batch_size=3, sampler=SeededBlockSampler(dataset, 3))
+    resumed.load_state_dict({"epoch": 0, "samples": 6, "seed": 0, "dataset_size": 12})
+    assert [b.tolist() for b in resumed] == whole[2:]
+    assert [b.tolist() for b in separate_loader(resumed)] == whole

@@ -77,6 +77,15 @@ def test_a_restored_position_skips_the_batches_trained_on_in_its_epoch():
     assert (sampler.epoch, sampler.first_batch) == (2, 0)
 
 
+def test_from_epoch_start_covers_a_resumed_epoch_from_its_first_batch():
+    sampler = SeededBlockSampler(_items(), 4, num_replicas=2, rank=1, seed=2)
+    sampler.set_epoch(1)
+    whole = _batches(sampler)
+    sampler.restore_position({"epoch": 1, "samples": 3 * 8, "seed": 2, "dataset_size": 45})
+    assert _batches(sampler.from_epoch_start()) == whole
+    assert _batches(sampler) == whole[3:]  # the training position is untouched
+
+
 @pytest.mark.parametrize(
     ("state", "match"),
     [

@@ -4,7 +4,9 @@ BatchNorm layers use fixed statistics, calibrated once on the first training ima
 in every process): PyTorch's SyncBatchNorm needs a GPU, and per-replica batch statistics legitimately differ from
 whole-batch ones. This isolates what DDP must get right here: data sharding, gradient averaging, AdderNet's
 adaptive rescaling on the all-reduced gradient, and the all-reduced running sigma of the kernels. On GPUs,
-``trainer.sync_batchnorm: true`` makes BatchNorm agree as well.
+``trainer.sync_batchnorm: true`` makes BatchNorm agree as well. The learning rate is small because the official
+N(0, 1) adder filters send gradients of tens into the stem: at larger steps the processes' different summation
+orders, amplified over a few steps, exceed the comparison's tolerance, which is about DDP, not chaos.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ def main() -> None:
     args = parser.parse_args()
     L.seed_everything(0)
     data = InOrderDigits(image_size=8, augment=False, batch_size=GLOBAL_BATCH // args.devices)
-    module = FixedStatisticsPKKD("resnet20", 10, mode="pkkd", lr=0.005, lr_schedule="constant")
+    module = FixedStatisticsPKKD("resnet20", 10, mode="pkkd", lr=0.001, lr_schedule="constant")
     data.setup("fit")
     module.calibrate_batchnorm(torch.stack([data.train_set[i][0] for i in range(64)]))
     torch.save(module.state_dict(), f"{args.out}.initial")

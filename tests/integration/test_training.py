@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from pkkd_lightning import PKKDModule
+from pkkd_lightning.callbacks import reestimate_batchnorm
 from tests.integration.helpers import quiet_trainer, tiny_digits
 
 
@@ -32,9 +33,13 @@ def test_a_few_steps_on_one_batch_lower_every_loss_term():
 
 
 def train_accuracy(module: PKKDModule, data) -> dict[str, float]:
+    """Eval-mode accuracy on the training subset, with BatchNorm statistics of the final weights (precise BN):
+    the running averages of a short adder run describe its networks of several steps ago."""
     data.setup("fit")
     images = torch.stack([data.train_set[i][0] for i in range(len(data.train_set))])
     labels = torch.tensor([data.train_set[i][1] for i in range(len(data.train_set))])
+    module.train()
+    reestimate_batchnorm([getattr(module, net) for net in module.networks()], [images])
     module.eval()
     with torch.no_grad():
         return {
@@ -47,7 +52,8 @@ def train_accuracy(module: PKKDModule, data) -> dict[str, float]:
 def test_short_run_fits_a_small_training_subset(mode):
     data = tiny_digits(image_size=16, train_per_class=10, augment=False, batch_size=20)
     module = PKKDModule("resnet20", 10, mode=mode, lr=0.05)
-    quiet_trainer(max_epochs=30, limit_val_batches=0, num_sanity_val_steps=0).fit(module, data)
+    # 45 epochs of 5 steps: with the official N(0, 1) adder filters the ANN of seed 0 is at 89% after 30
+    quiet_trainer(max_epochs=45, limit_val_batches=0, num_sanity_val_steps=0).fit(module, data)
     accuracy = train_accuracy(module, data)
     assert accuracy["student"] >= 0.9, accuracy
 
