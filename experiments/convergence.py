@@ -17,7 +17,8 @@ The gap as a function of training length comes from the validation curves (preci
 
 Usage::
 
-    python -m experiments.convergence run --jobs 2      # resumable; about 4 hours on 2 cores
+    python -m experiments.convergence run --jobs 2      # resumable; about 7 hours on 2 cores (measured per run:
+                                                        # CNN 22 min, ANN and PKKD 60-70 min, 2 at a time)
     python -m experiments.convergence summarize         # docs/results_convergence.md, docs/figures/convergence_*.png
 """
 
