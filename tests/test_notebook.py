@@ -31,7 +31,7 @@ def test_notebook_executes_and_writes_figures(tmp_path: Path, monkeypatch: pytes
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     # The kernel inherits this process's environment; "python3" resolves to the interpreter running the tests.
     client = NotebookClient(
-        notebook, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}
     )
     client.execute()
     for name in FIGURES:
