@@ -31,7 +31,7 @@ from math import nan
 from pathlib import Path
 
 from experiments.runner import REPO, Run, experiment_parser, run_all
-from pkkd_lightning.analysis import read_metrics_csv
+from pkkd_lightning.analysis import read_run_metrics
 
 CONFIG = "experiments/configs/cifar10_subset.yaml"
 OUT = REPO / "experiments" / "results" / "calibration"
@@ -79,9 +79,7 @@ POINTS = ("layer1.2.conv2", "layer2.2.conv2", "layer3.2.conv2")
 
 def feature_shares(run_dir: Path) -> list[tuple[float, float]]:
     """Per distillation point: the features' mean gradient share over the first and the last third of training."""
-    series = {}
-    for csv in sorted(run_dir.glob("fit/version_*/metrics.csv")):
-        series.update(read_metrics_csv(csv))
+    series = read_run_metrics(run_dir / "fit")
     shares = []
     for point in POINTS:
         values = [p.value for p in series.get(f"train/grad_share/{point}/features", [])]

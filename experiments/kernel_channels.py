@@ -17,7 +17,7 @@ from pathlib import Path
 
 import lightning as L
 
-from experiments.runner import REPO, SHARED_CIFAR10
+from experiments.runner import REPO, SHARED_CIFAR10, newest
 from pkkd_lightning import PKKDModule
 from pkkd_lightning.analysis import kernel_channel_shares, load_module
 from pkkd_lightning.callbacks import reestimate_batchnorm
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
         reestimate_batchnorm([module.student, module.teacher], [x])
         lines += rows(f"initialised ({init})", module, loader)
     for run in args.runs:
-        checkpoint = max(run.glob("fit/version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+        checkpoint = newest(list(run.glob("fit/version_*/checkpoints/last.ckpt")))
         lines += rows(f"trained: {run.parent.name}/{run.name}", load_module(checkpoint), loader)
     args.out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

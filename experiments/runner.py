@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pkkd_lightning.analysis import read_metrics_csv, read_resumed_metrics
+from pkkd_lightning.analysis import read_metrics_csv, read_run_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CIFAR10 = REPO.parent / "shared" / "data" / "cifar10-jpeg"
@@ -52,7 +52,8 @@ class Run:
     test_args: tuple[str, ...] = field(default=())
 
 
-def _newest(paths: Sequence[Path]) -> Path | None:
+def newest(paths: Sequence[Path]) -> Path | None:
+    """The most recently modified of ``paths`` (``None`` when there are none)."""
     return max(paths, key=lambda p: p.stat().st_mtime) if paths else None
 
 
@@ -75,14 +76,13 @@ def _test_accuracy(run: Run, run_dir: Path, ckpt: Path, label: str, threads: int
     args = ["test", "--config", run.config, *run.args, *run.test_args, "--ckpt_path", str(ckpt)]
     args += ["--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false"]
     _cli(args, run_dir / f"test_{label}.log", threads)
-    metrics = read_metrics_csv(_newest(list(root.glob("version_*/metrics.csv"))))
+    metrics = read_metrics_csv(newest(list(root.glob("version_*/metrics.csv"))))
     return {name.split("/", 1)[1]: series[-1].value for name, series in metrics.items() if name.startswith("test/")}
 
 
 def validation_curve(run_dir: Path, metric: str = "val/student_acc1") -> list[tuple[int, float]]:
     """``(epoch, value)`` of ``metric`` over the fit's log folders (a resumed run's folders in order)."""
-    folders = sorted(run_dir.glob("fit/version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
-    return [(p.epoch, p.value) for p in read_resumed_metrics(folders).get(metric, []) if p.epoch is not None]
+    return [(p.epoch, p.value) for p in read_run_metrics(run_dir / "fit").get(metric, []) if p.epoch is not None]
 
 
 def run_one(run: Run, out: Path, threads: int = 1) -> dict:
@@ -99,11 +99,11 @@ def run_one(run: Run, out: Path, threads: int = 1) -> dict:
         + "python cli.py test --config " + " ".join([run.config, *run.args, *run.test_args])
         + " --ckpt_path <last.ckpt | best-epoch*.ckpt>\n"
     )  # fmt: skip
-    last = _newest(list(run_dir.glob("fit/version_*/checkpoints/last.ckpt")))
+    last = newest(list(run_dir.glob("fit/version_*/checkpoints/last.ckpt")))
     resume = ["--ckpt_path", str(last)] if last is not None else []
     fit_seconds = _cli([*fit_args, *resume], run_dir / "fit.log", threads)
-    last = _newest(list(run_dir.glob("fit/version_*/checkpoints/last.ckpt")))
-    best = _newest(list(run_dir.glob("fit/version_*/checkpoints/best-epoch*.ckpt")))
+    last = newest(list(run_dir.glob("fit/version_*/checkpoints/last.ckpt")))
+    best = newest(list(run_dir.glob("fit/version_*/checkpoints/best-epoch*.ckpt")))
     result = {
         "name": run.name,
         "seed": run.seed,

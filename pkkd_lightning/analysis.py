@@ -358,12 +358,13 @@ def read_metrics_csv(path: str | Path) -> dict[str, list[MetricPoint]]:
     return series
 
 
-def read_resumed_metrics(paths: list[str | Path]) -> dict[str, list[MetricPoint]]:
-    """The ``metrics.csv`` files of one run that was resumed into new log folders (``version_0``, ``version_1``,
-    ...), in that order, as one :func:`read_metrics_csv` series: each file's points replace the earlier files'
-    points from its own first step on (what was logged after the checkpoint it resumed from)."""
+def read_run_metrics(log_root: str | Path) -> dict[str, list[MetricPoint]]:
+    """The metrics of one run from every ``version_*/metrics.csv`` under ``log_root`` (a resumed run logs into a new
+    version folder), as one :func:`read_metrics_csv` series: in version order, each file's points replace the
+    earlier files' points from its own first step on (what was logged after the checkpoint it resumed from)."""
+    files = sorted(Path(log_root).glob("version_*/metrics.csv"), key=lambda f: int(f.parent.name.split("_")[1]))
     series: dict[str, list[MetricPoint]] = {}
-    for path in paths:
+    for path in files:
         later = read_metrics_csv(path)
         first = min((point.step for points in later.values() for point in points), default=None)
         if first is None:

@@ -25,7 +25,7 @@ from pkkd_lightning.analysis import (
     load_module,
     mmd_rbf,
     read_metrics_csv,
-    read_resumed_metrics,
+    read_run_metrics,
     standardize,
 )
 from pkkd_lightning.cli import cli_main
@@ -189,12 +189,13 @@ def test_read_metrics_csv_keeps_each_metrics_own_rows(tmp_path: Path) -> None:
         read_metrics_csv(tmp_path / "other.csv")
 
 
-def test_read_resumed_metrics_lets_each_folder_replace_what_was_logged_after_its_checkpoint(tmp_path: Path) -> None:
-    first, second = tmp_path / "version_0.csv", tmp_path / "version_1.csv"
-    first.write_text("epoch,step,train/loss,val/student_acc1\n0,0,2.5,\n0,1,,0.25\n1,2,2.0,\n1,3,1.9,\n")
-    second.write_text("epoch,step,train/loss,val/student_acc1\n1,2,1.8,\n1,3,,0.5\n")  # resumed after step 1
-    series = read_resumed_metrics([first, second])
-    assert series == {
+def test_read_run_metrics_lets_each_version_replace_what_was_logged_after_its_checkpoint(tmp_path: Path) -> None:
+    first, second = tmp_path / "version_2", tmp_path / "version_10"  # in version order, not name order
+    first.mkdir(), second.mkdir()
+    header = "epoch,step,train/loss,val/student_acc1\n"
+    (first / "metrics.csv").write_text(header + "0,0,2.5,\n0,1,,0.25\n1,2,2.0,\n1,3,1.9,\n")
+    (second / "metrics.csv").write_text(header + "1,2,1.8,\n1,3,,0.5\n")  # resumed from the checkpoint of step 1
+    assert read_run_metrics(tmp_path) == {
         "train/loss": [MetricPoint(0, 0, 2.5), MetricPoint(2, 1, 1.8)],
         "val/student_acc1": [MetricPoint(1, 0, 0.25), MetricPoint(3, 1, 0.5)],
     }
