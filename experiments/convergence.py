@@ -13,18 +13,23 @@ seeds 0, 1, 2. Final weights tested on all 10,000 test images; nothing is chosen
 | `pkkd_logits`   | the ablation: PKKD without the feature loss (lambda 0): soft logits of the joint teacher only |
 | `pkkd_old`      | PKKD with the previous defaults: kaiming initialisation, lambda 1, beta 0 -> 0.5 over the run |
 
-The gap as a function of training length comes from the validation curves (precise BatchNorm, every epoch).
+The gap as a function of training length comes from the validation curves (precise BatchNorm, every epoch),
+paired by seed, and from separate, shorter cosine runs (``--epochs 8``: runs named ``<method>_8ep_seed<k>``), whose
+learning rate reaches zero at their own end.
 
 Usage::
 
     python -m experiments.convergence run --jobs 2      # resumable; about 7 hours on 2 cores (measured per run:
                                                         # CNN 22 min, ANN and PKKD 60-70 min, 2 at a time)
+    python -m experiments.convergence run --epochs 8 --methods cnn ann pkkd --seeds 0   # the shorter length
     python -m experiments.convergence summarize         # docs/results_convergence.md, docs/figures/convergence_*.png
 """
 
 from __future__ import annotations
 
+import re
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 
 from experiments.calibration import schedule
@@ -36,7 +41,8 @@ OUT = REPO / "experiments" / "results" / "convergence"
 SEEDS = (0, 1, 2)
 EPOCHS = 24
 DATA = ("--data.init_args.train_per_class", "600", "--data.init_args.val_split", "1000")
-COMMON = (*DATA, "--trainer.max_epochs", str(EPOCHS), "--model.grad_share_every_n_steps", "100")
+SHORTER = re.compile(r"_(\d+)ep_seed\d+$")  # the name of a run at another length than EPOCHS
+LENGTH_GAPS = (("ann", "cnn"), ("pkkd", "cnn"), ("pkkd", "ann"))
 #: The calibrated PKKD defaults (docs/results.md, "Calibration"): lambda 0.1, beta 0 -> 0.5 over the run, official
 #: initialisation; what configs/cifar10_ann20.yaml uses.
 NEW_PKKD: tuple[str, ...] = ("--model.feature_weight", "0.1", *schedule("beta", "linear", 0.0, 0.5))
@@ -49,9 +55,32 @@ METHODS: dict[str, tuple[str, ...]] = {
 }
 
 
-def runs(methods: tuple[str, ...] = tuple(METHODS)) -> list[Run]:
-    """Every (seed, method), seeds outermost."""
-    return [Run(f"{m}_seed{s}", CONFIG, (*METHODS[m], *COMMON), s) for s in SEEDS for m in methods]
+def arm(method: str, epochs: int = EPOCHS) -> str:
+    """The run-name prefix of ``method`` at ``epochs``: ``<method>`` at the study's length, else ``<method>_<E>ep``
+    (runs are ``<arm>_seed<k>``)."""
+    return method if epochs == EPOCHS else f"{method}_{epochs}ep"
+
+
+def runs(methods: Sequence[str] = tuple(METHODS), seeds: Sequence[int] = SEEDS, epochs: int = EPOCHS) -> list[Run]:
+    """Every (seed, method) at ``epochs`` epochs, seeds outermost."""
+    common = (*DATA, "--trainer.max_epochs", str(epochs), "--model.grad_share_every_n_steps", "100")
+    return [Run(f"{arm(m, epochs)}_seed{s}", CONFIG, (*METHODS[m], *common), s) for s in seeds for m in methods]
+
+
+def lengths(out: Path) -> list[int]:
+    """The training lengths (epochs) with at least one finished run under ``out``, shortest first."""
+    names = [path.parent.name for path in out.glob("*/result.json")]
+    return sorted({int(match[1]) if (match := SHORTER.search(name)) else EPOCHS for name in names})
+
+
+def paired_val_gaps(results: dict[str, dict[int, dict]], a: str, b: str) -> list[float]:
+    """Per epoch, the mean over the seeds both methods finished of ``a``'s minus ``b``'s validation accuracy (%)."""
+    seeds = sorted(set(results[a]) & set(results[b]))
+    if not seeds:
+        return []
+    length = min(len(results[m][s]["val_curve"]) for m in (a, b) for s in seeds)
+    curve = {(m, s): [value for _, value in results[m][s]["val_curve"]] for m in (a, b) for s in seeds}
+    return [statistics.mean(100 * (curve[a, s][i] - curve[b, s][i]) for s in seeds) for i in range(length)]
 
 
 def summarize(out: Path) -> str:
@@ -72,12 +101,27 @@ def summarize(out: Path) -> str:
                  ("pkkd", "pkkd_old")]:  # fmt: skip
         if test[a] and test[b]:
             lines.append(f"| {a} - {b} | {paired(test[a], test[b])[1]} |")
-    lines += ["", "| epoch | " + " | ".join(f"{m} val %" for m in METHODS) + " |", "|---" * (len(METHODS) + 1) + "|"]
+    lines += [
+        "",
+        "| length (separate cosine runs) | " + " | ".join(f"{a} - {b} (test)" for a, b in LENGTH_GAPS) + " |",
+        "|---" * (len(LENGTH_GAPS) + 1) + "|",
+    ]
+    for epochs in lengths(out):
+        at = {
+            m: {s: final_test(r) for s, r in load_results(out, arm(m, epochs)).items()} for m in ("cnn", "ann", "pkkd")
+        }
+        cells = [paired(at[a], at[b])[1] if at[a] and at[b] else "-" for a, b in LENGTH_GAPS]
+        lines.append(f"| {epochs} epochs | " + " | ".join(cells) + " |")
+    gaps = {pair: paired_val_gaps(results, *pair) for pair in LENGTH_GAPS}
+    lines += ["", "| epoch | " + " | ".join(f"{m} val %" for m in METHODS) + " | "
+              + " | ".join(f"{a} - {b} (paired)" for a, b in LENGTH_GAPS) + " |",
+              "|---" * (len(METHODS) + len(LENGTH_GAPS) + 1) + "|"]  # fmt: skip
     for epoch in range(EPOCHS):
         cells = []
         for method in METHODS:
             values = [100 * dict(r["val_curve"]).get(epoch, float("nan")) for r in results[method].values()]
             cells.append(f"{statistics.mean(values):.2f}" if values else "-")
+        cells += [f"{gap[epoch]:+.2f}" if epoch < len(gap) else "-" for gap in gaps.values()]
         lines.append(f"| {epoch + 1} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -101,14 +145,16 @@ def plot(out: Path, figure_path: Path) -> None:
     for method, curve in curves.items():
         label = f"{method} ({seeds[method]} seed{'s' if seeds[method] > 1 else ''})"
         left.plot(range(1, len(curve) + 1), curve, marker=".", color=colors[method], label=label)
+    results = {method: load_results(out, method) for method in METHODS}
     for method in ("ann", "pkkd", "pkkd_logits", "pkkd_old"):
-        if method in curves and "cnn" in curves:
-            length = min(len(curves[method]), len(curves["cnn"]))
-            gaps = [curves[method][i] - curves["cnn"][i] for i in range(length)]
-            right.plot(range(1, length + 1), gaps, marker=".", color=colors[method], label=f"{method} - cnn")
+        if gaps := paired_val_gaps(results, method, "cnn"):
+            label = f"{method} - cnn ({len(set(results[method]) & set(results['cnn']))} paired)"
+            right.plot(range(1, len(gaps) + 1), gaps, marker=".", color=colors[method], label=label)
     right.axhline(0, color="0.5", lw=0.8)
     left.set(xlabel="epoch", ylabel="validation top-1 (%)", title="Held-out accuracy (mean over the finished seeds)")
-    right.set(xlabel="epoch", ylabel="difference (percentage points)", title="Gap to the CNN along training")
+    right.set(
+        xlabel="epoch", ylabel="difference (percentage points)", title="Gap to the CNN along training (same seeds)"
+    )
     for axis in (left, right):
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
@@ -121,9 +167,11 @@ def plot(out: Path, figure_path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = experiment_parser(__doc__, OUT)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help="training length of the runs (their cosine's end)")
     args = parser.parse_args(argv)
     if args.command == "run":
-        run_all(runs(tuple(args.methods)), args.out, args.jobs, args.threads)
+        run_all(runs(args.methods, args.seeds, args.epochs), args.out, args.jobs, args.threads)
     table = summarize(args.out)
     (REPO / "docs" / "results_convergence.md").write_text(table)
     plot(args.out, REPO / "docs" / "figures" / "convergence_curves.png")

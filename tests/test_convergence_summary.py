@@ -1,0 +1,43 @@
+"""The convergence study's run names per length and its paired summaries, on hand-written ``result.json`` files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from experiments import convergence
+
+
+def write_result(out: Path, name: str, seed: int, test: float, curve: list[float]) -> None:
+    run = out / name
+    run.mkdir(parents=True)
+    result = {"seed": seed, "final": {"student_acc1": test}, "val_curve": [[i, v] for i, v in enumerate(curve)]}
+    (run / "result.json").write_text(json.dumps(result))
+
+
+def test_runs_at_another_length_get_their_own_names_and_cosine_end():
+    study = convergence.runs(["cnn"], [1])
+    shorter = convergence.runs(["cnn", "ann"], [0], epochs=8)
+    assert [r.name for r in study] == ["cnn_seed1"]
+    assert [r.name for r in shorter] == ["cnn_8ep_seed0", "ann_8ep_seed0"]
+    assert shorter[0].args[shorter[0].args.index("--trainer.max_epochs") + 1] == "8"
+    assert study[0].args[study[0].args.index("--trainer.max_epochs") + 1] == str(convergence.EPOCHS)
+
+
+def test_curve_gaps_pair_seeds_and_lengths_are_found(tmp_path: Path):
+    write_result(tmp_path, "cnn_seed0", 0, 0.70, [0.50, 0.60])
+    write_result(tmp_path, "cnn_seed1", 1, 0.60, [0.10, 0.20])  # no ANN of seed 1: must not enter the gap
+    write_result(tmp_path, "ann_seed0", 0, 0.65, [0.40, 0.55])
+    write_result(tmp_path, "cnn_8ep_seed0", 0, 0.50, [0.30])
+    write_result(tmp_path, "ann_8ep_seed0", 0, 0.40, [0.20])
+    results = {m: convergence.load_results(tmp_path, m) for m in convergence.METHODS}
+
+    gaps = convergence.paired_val_gaps(results, "ann", "cnn")
+    assert [round(g, 6) for g in gaps] == [-10.0, -5.0]
+    assert convergence.paired_val_gaps(results, "pkkd", "cnn") == []
+    assert convergence.lengths(tmp_path) == [8, convergence.EPOCHS]
+
+    table = convergence.summarize(tmp_path)
+    assert "| 8 epochs | -10.00 | - | - |" in table
+    assert f"| {convergence.EPOCHS} epochs | -5.00 | - | - |" in table
+    assert "| 2 | 40.00 | 55.00 | - | - | - | -5.00 | - | - |" in table  # cnn: mean of both seeds; gap: seed 0
