@@ -13,7 +13,7 @@ build target (``-march=native``). Each setting below changes one of them on this
 Usage::
 
     python -m experiments.repeatability steps    # about 5 minutes on 2 cores
-    python -m experiments.repeatability demo     # about 4 x 4 minutes
+    python -m experiments.repeatability demo     # about 4 x 10-15 minutes on 2 cores
     python -m experiments.repeatability summarize   # docs/results_repeatability.md
 """
 
