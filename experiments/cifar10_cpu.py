@@ -9,7 +9,7 @@ the test split; its numbers stay in docs/results.md beside these.
 
 Usage::
 
-    python -m experiments.cifar10_cpu run --jobs 2     # about 40 minutes on 2 cores
+    python -m experiments.cifar10_cpu run --jobs 2     # about 80 minutes on 2 cores (79 measured, cores shared)
     python -m experiments.cifar10_cpu summarize        # docs/results_cifar10_cpu_defaults.md
 """
 
