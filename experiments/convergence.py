@@ -108,7 +108,8 @@ def summarize(out: Path) -> str:
     ]
     for epochs in lengths(out):
         at = {
-            m: {s: final_test(r) for s, r in load_results(out, arm(m, epochs)).items()} for m in ("cnn", "ann", "pkkd")
+            m: {s: final_test(r) for s, r in load_results(out, arm(m, epochs)).items()}
+            for m in {m for pair in LENGTH_GAPS for m in pair}
         }
         cells = [paired(at[a], at[b])[1] if at[a] and at[b] else "-" for a, b in LENGTH_GAPS]
         lines.append(f"| {epochs} epochs | " + " | ".join(cells) + " |")
@@ -133,9 +134,10 @@ def plot(out: Path, figure_path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    results = {method: load_results(out, method) for method in METHODS}
     curves, seeds = {}, {}
     for method in METHODS:
-        runs_ = list(load_results(out, method).values())
+        runs_ = list(results[method].values())
         if runs_:
             length = min(len(r["val_curve"]) for r in runs_)
             curves[method] = [statistics.mean(100 * r["val_curve"][i][1] for r in runs_) for i in range(length)]
@@ -145,7 +147,6 @@ def plot(out: Path, figure_path: Path) -> None:
     for method, curve in curves.items():
         label = f"{method} ({seeds[method]} seed{'s' if seeds[method] > 1 else ''})"
         left.plot(range(1, len(curve) + 1), curve, marker=".", color=colors[method], label=label)
-    results = {method: load_results(out, method) for method in METHODS}
     for method in ("ann", "pkkd", "pkkd_logits", "pkkd_old"):
         if gaps := paired_val_gaps(results, method, "cnn"):
             label = f"{method} - cnn ({len(set(results[method]) & set(results['cnn']))} paired)"
