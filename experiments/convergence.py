@@ -103,8 +103,10 @@ def summarize(out: Path) -> str:
             lines.append(f"| {a} - {b} | {paired(test[a], test[b])[1]} |")
     lines += [
         "",
-        "| length (separate cosine runs) | " + " | ".join(f"{a} - {b} (test)" for a, b in LENGTH_GAPS) + " |",
-        "|---" * (len(LENGTH_GAPS) + 1) + "|",
+        "| length (separate cosine runs) | cnn test % (seeds) | "
+        + " | ".join(f"{a} - {b} (test)" for a, b in LENGTH_GAPS)
+        + " |",
+        "|---" * (len(LENGTH_GAPS) + 2) + "|",
     ]
     for epochs in lengths(out):
         at = {
@@ -112,7 +114,8 @@ def summarize(out: Path) -> str:
             for m in {m for pair in LENGTH_GAPS for m in pair}
         }
         cells = [paired(at[a], at[b])[1] if at[a] and at[b] else "-" for a, b in LENGTH_GAPS]
-        lines.append(f"| {epochs} epochs | " + " | ".join(cells) + " |")
+        cnn = f"{mean_std(list(at['cnn'].values()))} ({len(at['cnn'])})" if at["cnn"] else "-"
+        lines.append(f"| {epochs} epochs | {cnn} | " + " | ".join(cells) + " |")
     gaps = {pair: paired_val_gaps(results, *pair) for pair in LENGTH_GAPS}
     lines += ["", "| epoch | " + " | ".join(f"{m} val %" for m in METHODS) + " | "
               + " | ".join(f"{a} - {b} (paired)" for a, b in LENGTH_GAPS) + " |",

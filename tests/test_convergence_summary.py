@@ -38,6 +38,6 @@ def test_curve_gaps_pair_seeds_and_lengths_are_found(tmp_path: Path):
     assert convergence.lengths(tmp_path) == [8, convergence.EPOCHS]
 
     table = convergence.summarize(tmp_path)
-    assert "| 8 epochs | -10.00 | - | - |" in table
-    assert f"| {convergence.EPOCHS} epochs | -5.00 | - | - |" in table
+    assert "| 8 epochs | 50.00 (1) | -10.00 | - | - |" in table
+    assert f"| {convergence.EPOCHS} epochs | 65.00 ± 7.07 (2) | -5.00 | - | - |" in table
     assert "| 2 | 40.00 | 55.00 | - | - | - | -5.00 | - | - |" in table  # cnn: mean of both seeds; gap: seed 0
