@@ -14,14 +14,15 @@ seeds 0, 1, 2. Final weights tested on all 10,000 test images; nothing is chosen
 | `pkkd_old`      | PKKD with the previous defaults: kaiming initialisation, lambda 1, beta 0 -> 0.5 over the run |
 
 The gap as a function of training length comes from the validation curves (precise BatchNorm, every epoch),
-paired by seed, and from separate, shorter cosine runs (``--epochs 8``: runs named ``<method>_8ep_seed<k>``), whose
-learning rate reaches zero at their own end.
+paired by seed, and from separate cosine runs of other lengths (``--epochs 8``: runs named ``<method>_8ep_seed<k>``),
+whose learning rate reaches zero at their own end; a longer one (``--epochs 48``) shows whether the 24-epoch CNN
+has plateaued.
 
 Usage::
 
-    python -m experiments.convergence run --jobs 2      # resumable; about 7 hours on 2 cores (measured per run:
-                                                        # CNN 22 min, ANN and PKKD 60-70 min, 2 at a time)
-    python -m experiments.convergence run --epochs 8 --methods cnn ann pkkd --seeds 0   # the shorter length
+    python -m experiments.convergence run --jobs 2      # resumable; 4-7 hours on 2 cores (measured per run,
+                                                        # 2 at a time: CNN 12-22 min, ANN 40-60, PKKD 50-70)
+    python -m experiments.convergence run --epochs 8 --methods cnn ann pkkd --seeds 0   # another length
     python -m experiments.convergence summarize         # docs/results_convergence.md, docs/figures/convergence_*.png
 """
 
@@ -31,17 +32,21 @@ import re
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from experiments.calibration import schedule
 from experiments.runner import REPO, Run, experiment_parser, run_all
 from experiments.summary import final_test, load_results, mean_std, paired
+
+if TYPE_CHECKING:
+    import matplotlib.figure
 
 CONFIG = "experiments/configs/cifar10_subset.yaml"
 OUT = REPO / "experiments" / "results" / "convergence"
 SEEDS = (0, 1, 2)
 EPOCHS = 24
 DATA = ("--data.init_args.train_per_class", "600", "--data.init_args.val_split", "1000")
-SHORTER = re.compile(r"_(\d+)ep_seed\d+$")  # the name of a run at another length than EPOCHS
+OTHER_LENGTH = re.compile(r"_(\d+)ep_seed\d+$")  # the name of a run at another length than EPOCHS
 LENGTH_GAPS = (("ann", "cnn"), ("pkkd", "cnn"), ("pkkd", "ann"))
 #: The calibrated PKKD defaults (docs/results.md, "Calibration"): lambda 0.1, beta 0 -> 0.5 over the run, official
 #: initialisation; what configs/cifar10_ann20.yaml uses.
@@ -70,7 +75,15 @@ def runs(methods: Sequence[str] = tuple(METHODS), seeds: Sequence[int] = SEEDS, 
 def lengths(out: Path) -> list[int]:
     """The training lengths (epochs) with at least one finished run under ``out``, shortest first."""
     names = [path.parent.name for path in out.glob("*/result.json")]
-    return sorted({int(match[1]) if (match := SHORTER.search(name)) else EPOCHS for name in names})
+    return sorted({int(match[1]) if (match := OTHER_LENGTH.search(name)) else EPOCHS for name in names})
+
+
+def mean_val_curve(runs_: Sequence[dict]) -> list[float]:
+    """Validation top-1 (%) per epoch, the mean over ``runs_``, as long as the shortest of them."""
+    if not runs_:
+        return []
+    length = min(len(r["val_curve"]) for r in runs_)
+    return [statistics.mean(100 * r["val_curve"][i][1] for r in runs_) for i in range(length)]
 
 
 def paired_val_gaps(results: dict[str, dict[int, dict]], a: str, b: str) -> list[float]:
@@ -117,39 +130,35 @@ def summarize(out: Path) -> str:
         cnn = f"{mean_std(list(at['cnn'].values()))} ({len(at['cnn'])})" if at["cnn"] else "-"
         lines.append(f"| {epochs} epochs | {cnn} | " + " | ".join(cells) + " |")
     gaps = {pair: paired_val_gaps(results, *pair) for pair in LENGTH_GAPS}
+    curves = {method: mean_val_curve(list(results[method].values())) for method in METHODS}
     lines += ["", "| epoch | " + " | ".join(f"{m} val %" for m in METHODS) + " | "
               + " | ".join(f"{a} - {b} (paired)" for a, b in LENGTH_GAPS) + " |",
               "|---" * (len(METHODS) + len(LENGTH_GAPS) + 1) + "|"]  # fmt: skip
     for epoch in range(EPOCHS):
-        cells = []
-        for method in METHODS:
-            values = [100 * dict(r["val_curve"]).get(epoch, float("nan")) for r in results[method].values()]
-            cells.append(f"{statistics.mean(values):.2f}" if values else "-")
+        cells = [f"{curve[epoch]:.2f}" if epoch < len(curve) else "-" for curve in curves.values()]
         cells += [f"{gap[epoch]:+.2f}" if epoch < len(gap) else "-" for gap in gaps.values()]
         lines.append(f"| {epoch + 1} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def plot(out: Path, figure_path: Path) -> None:
-    """Validation accuracy over the epochs (mean of the seeds, precise BatchNorm) and the gaps to the CNN."""
+def plot(out: Path, figure_path: Path) -> matplotlib.figure.Figure:
+    """Validation accuracy over the epochs (mean of the seeds, precise BatchNorm; runs of other lengths dashed) and
+    the gaps to the CNN along the study's runs."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     results = {method: load_results(out, method) for method in METHODS}
-    curves, seeds = {}, {}
-    for method in METHODS:
-        runs_ = list(results[method].values())
-        if runs_:
-            length = min(len(r["val_curve"]) for r in runs_)
-            curves[method] = [statistics.mean(100 * r["val_curve"][i][1] for r in runs_) for i in range(length)]
-            seeds[method] = len(runs_)
     colors = {method: f"C{index}" for index, method in enumerate(METHODS)}
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for method, curve in curves.items():
-        label = f"{method} ({seeds[method]} seed{'s' if seeds[method] > 1 else ''})"
-        left.plot(range(1, len(curve) + 1), curve, marker=".", color=colors[method], label=label)
+    for epochs in lengths(out):
+        for method in METHODS:
+            runs_ = list(load_results(out, arm(method, epochs)).values())
+            if curve := mean_val_curve(runs_):
+                label = f"{method}, {epochs} ep ({len(runs_)} seed{'s' if len(runs_) > 1 else ''})"
+                style = {"marker": "."} if epochs == EPOCHS else {"linestyle": "--", "linewidth": 1}
+                left.plot(range(1, len(curve) + 1), curve, color=colors[method], label=label, **style)
     for method in ("ann", "pkkd", "pkkd_logits", "pkkd_old"):
         if gaps := paired_val_gaps(results, method, "cnn"):
             label = f"{method} - cnn ({len(set(results[method]) & set(results['cnn']))} paired)"
@@ -162,10 +171,14 @@ def plot(out: Path, figure_path: Path) -> None:
     for axis in (left, right):
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
-    figure.suptitle("ResNet-20, CIFAR-10: 5,000 training images, 24-epoch cosine runs, 2 CPU cores", fontsize=10)
+    figure.suptitle(
+        f"ResNet-20, CIFAR-10: 5,000 training images, {EPOCHS}-epoch cosine runs (other lengths dashed), 2 CPU cores",
+        fontsize=10,
+    )
     figure.tight_layout()
     figure_path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(figure_path, dpi=120)
+    return figure
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -41,3 +41,28 @@ def test_curve_gaps_pair_seeds_and_lengths_are_found(tmp_path: Path):
     assert "| 8 epochs | 50.00 (1) | -10.00 | - | - |" in table
     assert f"| {convergence.EPOCHS} epochs | 65.00 ± 7.07 (2) | -5.00 | - | - |" in table
     assert "| 2 | 40.00 | 55.00 | - | - | - | -5.00 | - | - |" in table  # cnn: mean of both seeds; gap: seed 0
+
+
+def test_mean_val_curve_averages_seeds_up_to_the_shortest_run():
+    runs = [{"val_curve": [[0, 0.5], [1, 0.7]]}, {"val_curve": [[0, 0.3]]}]
+    assert [round(v, 6) for v in convergence.mean_val_curve(runs)] == [40.0]
+    assert convergence.mean_val_curve([]) == []
+
+
+def test_plot_draws_every_length_and_writes_the_figure(tmp_path: Path):
+    write_result(tmp_path, "cnn_seed0", 0, 0.70, [0.50, 0.60])
+    write_result(tmp_path, "ann_seed0", 0, 0.65, [0.40, 0.55])
+    write_result(tmp_path, "cnn_48ep_seed0", 0, 0.72, [0.45, 0.55, 0.65])
+    figure = tmp_path / "figures" / "curves.png"
+
+    drawn = convergence.plot(tmp_path, figure)
+
+    assert figure.stat().st_size > 0
+    curves, gaps = drawn.axes
+    assert [line.get_label() for line in curves.lines] == [
+        f"cnn, {convergence.EPOCHS} ep (1 seed)",
+        f"ann, {convergence.EPOCHS} ep (1 seed)",
+        "cnn, 48 ep (1 seed)",
+    ]
+    assert curves.lines[-1].get_linestyle() == "--"
+    assert [round(v, 6) for v in gaps.lines[0].get_ydata()] == [-10.0, -5.0]
