@@ -78,6 +78,16 @@ def lengths(out: Path) -> list[int]:
     return sorted({int(match[1]) if (match := OTHER_LENGTH.search(name)) else EPOCHS for name in names})
 
 
+def load_study(out: Path) -> dict[int, dict[str, dict[int, dict]]]:
+    """``{epochs: {method: {seed: result}}}`` of every finished run under ``out``, read once, shortest length first."""
+    return {epochs: {m: load_results(out, arm(m, epochs)) for m in METHODS} for epochs in lengths(out)}
+
+
+def at_study_length(study: dict[int, dict[str, dict[int, dict]]]) -> dict[str, dict[int, dict]]:
+    """The runs of the study's own length (``EPOCHS``), every method present (empty where none finished)."""
+    return study.get(EPOCHS, {m: {} for m in METHODS})
+
+
 def mean_val_curve(runs_: Sequence[dict]) -> list[float]:
     """Validation top-1 (%) per epoch, the mean over ``runs_``, as long as the shortest of them."""
     if not runs_:
@@ -98,7 +108,8 @@ def paired_val_gaps(results: dict[str, dict[int, dict]], a: str, b: str) -> list
 
 def summarize(out: Path) -> str:
     """Final test accuracy per method, the paired gaps, and the gaps along the validation curves."""
-    results = {m: load_results(out, m) for m in METHODS}
+    study = load_study(out)
+    results = at_study_length(study)
     test = {m: {s: final_test(r) for s, r in rs.items()} for m, rs in results.items()}
     lines = ["| method | test top-1 % (final weights, mean ± std) | per seed | teacher test % |", "|---|---|---|---|"]
     for method, by_seed in test.items():
@@ -121,11 +132,8 @@ def summarize(out: Path) -> str:
         + " |",
         "|---" * (len(LENGTH_GAPS) + 2) + "|",
     ]
-    for epochs in lengths(out):
-        at = {
-            m: {s: final_test(r) for s, r in load_results(out, arm(m, epochs)).items()}
-            for m in {m for pair in LENGTH_GAPS for m in pair}
-        }
+    for epochs, by_method in study.items():
+        at = {m: {s: final_test(r) for s, r in by_method[m].items()} for m in {m for pair in LENGTH_GAPS for m in pair}}
         cells = [paired(at[a], at[b])[1] if at[a] and at[b] else "-" for a, b in LENGTH_GAPS]
         cnn = f"{mean_std(list(at['cnn'].values()))} ({len(at['cnn'])})" if at["cnn"] else "-"
         lines.append(f"| {epochs} epochs | {cnn} | " + " | ".join(cells) + " |")
@@ -149,12 +157,13 @@ def plot(out: Path, figure_path: Path) -> matplotlib.figure.Figure:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    results = {method: load_results(out, method) for method in METHODS}
+    study = load_study(out)
+    results = at_study_length(study)
     colors = {method: f"C{index}" for index, method in enumerate(METHODS)}
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for epochs in lengths(out):
-        for method in METHODS:
-            runs_ = list(load_results(out, arm(method, epochs)).values())
+    for epochs, by_method in study.items():
+        for method, by_seed in by_method.items():
+            runs_ = list(by_seed.values())
             if curve := mean_val_curve(runs_):
                 label = f"{method}, {epochs} ep ({len(runs_)} seed{'s' if len(runs_) > 1 else ''})"
                 style = {"marker": "."} if epochs == EPOCHS else {"linestyle": "--", "linewidth": 1}

@@ -66,3 +66,11 @@ def test_plot_draws_every_length_and_writes_the_figure(tmp_path: Path):
     ]
     assert curves.lines[-1].get_linestyle() == "--"
     assert [round(v, 6) for v in gaps.lines[0].get_ydata()] == [-10.0, -5.0]
+
+
+def test_study_is_read_per_length_and_its_own_length_is_always_there(tmp_path: Path):
+    write_result(tmp_path, "cnn_8ep_seed0", 0, 0.50, [0.30])
+    study = convergence.load_study(tmp_path)
+    assert list(study) == [8]
+    assert study[8]["cnn"][0]["final"]["student_acc1"] == 0.50
+    assert convergence.at_study_length(study) == {m: {} for m in convergence.METHODS}
