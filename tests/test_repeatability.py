@@ -28,7 +28,7 @@ def test_compare_is_the_largest_weight_change_relative_to_the_reference_and_igno
     assert repeatability.compare(changed, reference) == pytest.approx({"student": 0.5, "teacher": 0.0})
 
 
-def _fake_fit(out: Path, states: dict[str, dict[str, torch.Tensor]]):
+def _fake_fit(states: dict[str, dict[str, torch.Tensor]]):
     """Stands in for the ``cli.py fit`` subprocess: writes the given weights as the run's ``last.ckpt``."""
 
     def fit(command, **_):
@@ -43,7 +43,7 @@ def _fake_fit(out: Path, states: dict[str, dict[str, torch.Tensor]]):
 def test_steps_runs_record_their_difference_so_summarize_needs_no_checkpoint(tmp_path, monkeypatch):
     settings = list(repeatability.SETTINGS)
     states = {setting: _state() for setting in settings} | {settings[2]: _state(scale=1.5)}
-    monkeypatch.setattr(repeatability.subprocess, "run", _fake_fit(tmp_path, states))
+    monkeypatch.setattr(repeatability.subprocess, "run", _fake_fit(states))
     for setting in settings[:3]:
         repeatability.run("steps", setting, tmp_path, ("--trainer.max_steps", "20"))
     for checkpoint in tmp_path.glob("steps/*/version_0/checkpoints/last.ckpt"):
@@ -66,7 +66,7 @@ def test_steps_runs_record_their_difference_so_summarize_needs_no_checkpoint(tmp
 
 def test_a_run_whose_reference_checkpoint_is_gone_says_what_to_do(tmp_path, monkeypatch):
     settings = list(repeatability.SETTINGS)
-    monkeypatch.setattr(repeatability.subprocess, "run", _fake_fit(tmp_path, {s: _state() for s in settings}))
+    monkeypatch.setattr(repeatability.subprocess, "run", _fake_fit({s: _state() for s in settings}))
     repeatability.run("steps", settings[0], tmp_path, ())
     (repeatability.folder(tmp_path, "steps", settings[0]) / "version_0" / "checkpoints" / "last.ckpt").unlink()
     with pytest.raises(FileNotFoundError, match="delete .* and run it again"):
