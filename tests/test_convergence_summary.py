@@ -37,10 +37,19 @@ def test_curve_gaps_pair_seeds_and_lengths_are_found(tmp_path: Path):
     assert convergence.paired_val_gaps(results, "pkkd", "cnn") == []
     assert convergence.lengths(tmp_path) == [8, convergence.EPOCHS]
 
-    table = convergence.summarize(tmp_path)
+    table = convergence.summarize(convergence.load_study(tmp_path), headline=convergence.EPOCHS)
+    assert "| cnn | 8 | 50.00 | 0: 50.00 | - |" in table
+    assert f"| cnn | {convergence.EPOCHS} | 65.00 ± 7.07 | 0: 70.00, 1: 60.00 | - |" in table
+    assert "| ann - cnn | 8 | -10.00 |" in table
+    assert f"| ann - cnn | {convergence.EPOCHS} | -5.00 |" in table
+    assert "| pkkd - cnn |" not in table  # no PKKD run: no paired row
     assert "| 8 epochs | 50.00 (1) | -10.00 | - | - |" in table
     assert f"| {convergence.EPOCHS} epochs | 65.00 ± 7.07 (2) | -5.00 | - | - |" in table
-    assert "| 2 | 40.00 | 55.00 | - | - | - | -5.00 | - | - |" in table  # cnn: mean of both seeds; gap: seed 0
+    assert "| epoch | cnn val % | ann val % | ann - cnn (paired) |" in table  # only the methods that ran
+    assert "| 2 | 40.00 | 55.00 | -5.00 | - | - |" in table  # cnn: mean of both seeds; gap: seed 0
+    assert "| 1 | 30.00 | 20.00 | -10.00 | - | - |" in convergence.summarize(
+        convergence.load_study(tmp_path), headline=8
+    )
 
 
 def test_mean_val_curve_averages_seeds_up_to_the_shortest_run():
@@ -55,7 +64,7 @@ def test_plot_draws_every_length_and_writes_the_figure(tmp_path: Path):
     write_result(tmp_path, "cnn_48ep_seed0", 0, 0.72, [0.45, 0.55, 0.65])
     figure = tmp_path / "figures" / "curves.png"
 
-    drawn = convergence.plot(tmp_path, figure)
+    drawn = convergence.plot(convergence.load_study(tmp_path), figure, headline=convergence.EPOCHS)
 
     assert figure.stat().st_size > 0
     curves, gaps = drawn.axes
@@ -68,9 +77,9 @@ def test_plot_draws_every_length_and_writes_the_figure(tmp_path: Path):
     assert [round(v, 6) for v in gaps.lines[0].get_ydata()] == [-10.0, -5.0]
 
 
-def test_study_is_read_per_length_and_its_own_length_is_always_there(tmp_path: Path):
+def test_study_is_read_per_length_and_any_length_has_every_method(tmp_path: Path):
     write_result(tmp_path, "cnn_8ep_seed0", 0, 0.50, [0.30])
     study = convergence.load_study(tmp_path)
     assert list(study) == [8]
     assert study[8]["cnn"][0]["final"]["student_acc1"] == 0.50
-    assert convergence.at_study_length(study) == {m: {} for m in convergence.METHODS}
+    assert convergence.at_length(study, convergence.EPOCHS) == {m: {} for m in convergence.METHODS}
