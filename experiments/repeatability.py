@@ -67,8 +67,9 @@ def run(kind: str, setting: str, out: Path, extra: tuple[str, ...]) -> Path:
         subprocess.run(command, cwd=REPO, env=env, stdout=log, stderr=log, check=True)
     record = {"setting": setting, "env": SETTINGS[setting], "command": command[1:]}
     if kind == "steps":
-        reference = final_state(folder(out, "steps", DEFAULT))
-        record["weight_difference"] = compare(final_state(root), reference)
+        state = final_state(root)
+        reference = state if setting == DEFAULT else final_state(folder(out, "steps", DEFAULT))
+        record["weight_difference"] = compare(state, reference)
     (root / "done").write_text(json.dumps(record))
     return root
 
