@@ -3,7 +3,8 @@
 ``Adder2d`` subclasses ``nn.Conv2d`` and only replaces ``forward`` (as timm's ``StdConv2d`` does), so an
 adder network and its CNN twin share constructor arguments, module paths and state-dict keys, and converting a
 model is a constructor swap. Consequently ``isinstance(layer, nn.Conv2d)`` is True for an adder layer: code that
-must tell the two apart checks ``isinstance(layer, Adder2d)`` first.
+must tell the two apart checks ``isinstance(layer, Adder2d)`` first. ``groups`` (grouped and depthwise layers)
+means what it means for ``nn.Conv2d``; see :mod:`pkkd_lightning.ops.grouped`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from torch.nn.modules.utils import _pair
 
 from pkkd_lightning.ops.backends import AdderBackend, AdderBackendName, check_backend_name, get_backend
 from pkkd_lightning.ops.geometry import AdderGeometry
+from pkkd_lightning.ops.grouped import grouped_backend
 
 IntPair = int | tuple[int, int]
 
@@ -49,17 +51,31 @@ class _AdderFunction(torch.autograd.Function):
         )
 
 
-def _validate(input: torch.Tensor, weight: torch.Tensor, geom: AdderGeometry) -> None:
+def check_groups(in_channels: int, out_channels: int, groups: int) -> None:
+    """Raise ``ValueError`` naming ``groups`` unless it is a positive integer dividing both channel counts."""
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+        raise ValueError(f"`groups` must be a positive integer, got {groups!r}")
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(
+            f"`groups` must divide in_channels={in_channels} and out_channels={out_channels}, got {groups}"
+        )
+
+
+def _validate(input: torch.Tensor, weight: torch.Tensor, geom: AdderGeometry, groups: int) -> None:
     if not isinstance(input, torch.Tensor) or input.ndim != 4:
         shape = tuple(input.shape) if isinstance(input, torch.Tensor) else type(input).__name__
         raise ValueError(f"adder2d: `input` must be a 4-D tensor (N, C, H, W), got {shape}")
     if not input.is_floating_point():
         raise TypeError(f"adder2d: `input` must be a floating-point tensor, got dtype {input.dtype}")
     if weight.ndim != 4:
-        raise ValueError(f"adder2d: `weight` must be 4-D (C_out, C_in, kh, kw), got shape {tuple(weight.shape)}")
-    if input.shape[1] != weight.shape[1]:
         raise ValueError(
-            f"adder2d: `input` has {input.shape[1]} channels but the layer expects in_channels={weight.shape[1]}"
+            f"adder2d: `weight` must be 4-D (C_out, C_in / groups, kh, kw), got shape {tuple(weight.shape)}"
+        )
+    check_groups(input.shape[1], weight.shape[0], groups)
+    if input.shape[1] != weight.shape[1] * groups:
+        raise ValueError(
+            f"adder2d: `input` has {input.shape[1]} channels but the layer expects in_channels="
+            f"{weight.shape[1] * groups} (`weight` has in_channels / groups = {weight.shape[1]}, groups={groups})"
         )
     if input.dtype != weight.dtype:
         raise TypeError(f"adder2d: `input` dtype {input.dtype} differs from `weight` dtype {weight.dtype}")
@@ -78,21 +94,24 @@ def adder2d(
     stride: IntPair = 1,
     padding: IntPair = 0,
     dilation: IntPair = 1,
+    groups: int = 1,
     backend: AdderBackendName = "auto",
     chunk_bytes: int | None = None,
 ) -> torch.Tensor:
     """Adder "convolution": ``Y[n, o, i, j] = -sum_k |X_patch(n, i, j)[k] - F[o, k]| (+ bias[o])``.
 
-    Same arguments and output shape as ``torch.nn.functional.conv2d`` (``groups=1``). Gradients follow
+    Same arguments and output shape as ``torch.nn.functional.conv2d``. With ``groups=g`` the patch of output
+    channel ``o`` covers only the ``C_in / g`` input channels of its group ``o // (C_out / g)``. Gradients follow
     AdderNet eqs. (5)-(6): ``X - F`` for the weight and ``HardTanh(F - X)`` for the input. Under autocast the
     distance is computed in float32 (an L1 sum over hundreds of terms loses too much in bf16/fp16) and the
     output is float32.
 
     Args:
         input: (N, C_in, H, W) floating-point tensor.
-        weight: (C_out, C_in, kh, kw) filters.
+        weight: (C_out, C_in / groups, kh, kw) filters.
         bias: optional (C_out,) bias added to the output.
         stride, padding, dilation: as in ``conv2d`` (zero padding).
+        groups: as in ``conv2d``: a positive integer dividing C_in and C_out (``C_in``: depthwise).
         backend: one of :data:`~pkkd_lightning.ops.backends.BACKENDS` (``auto`` picks the fastest usable).
         chunk_bytes: cap on the unfolded patches held at once (``None``: about the size of ``input``).
             Only memory and speed depend on it, not the result.
@@ -101,7 +120,7 @@ def adder2d(
         (N, C_out, H_out, W_out) tensor.
     """
     check_backend_name(backend)
-    return _adder2d(input, weight, bias, _pair(stride), _pair(padding), _pair(dilation), backend, chunk_bytes)
+    return _adder2d(input, weight, bias, _pair(stride), _pair(padding), _pair(dilation), groups, backend, chunk_bytes)
 
 
 def _adder2d(
@@ -111,6 +130,7 @@ def _adder2d(
     stride: tuple[int, int],
     padding: tuple[int, int],
     dilation: tuple[int, int],
+    groups: int,
     backend: AdderBackendName,
     chunk_bytes: int | None,
 ) -> torch.Tensor:
@@ -120,11 +140,12 @@ def _adder2d(
         with torch.autocast(device_type, enabled=False):
             return _adder2d(
                 input.float(), weight.float(), None if bias is None else bias.float(),
-                stride, padding, dilation, backend, chunk_bytes,
+                stride, padding, dilation, groups, backend, chunk_bytes,
             )  # fmt: skip
     geom = AdderGeometry(tuple(weight.shape[2:]), stride, padding, dilation)
-    _validate(input, weight, geom)
-    out = _AdderFunction.apply(input.contiguous(), weight, geom, get_backend(backend, input), chunk_bytes)
+    _validate(input, weight, geom, groups)
+    runner = grouped_backend(get_backend(backend, input), groups, weight.shape[1])
+    out = _AdderFunction.apply(input.contiguous(), weight, geom, runner, chunk_bytes)
     if bias is not None:
         out = out + bias.view(1, -1, 1, 1)
     return out
@@ -140,7 +161,8 @@ class Adder2d(nn.Conv2d):
     Args:
         in_channels, out_channels, kernel_size, stride, padding, dilation, bias, device, dtype: as in
             ``nn.Conv2d``. ``padding`` must be numeric (``'same'``/``'valid'`` are not supported).
-        groups: must be 1 (grouped adder layers are not implemented).
+        groups: as in ``nn.Conv2d``: a positive integer dividing ``in_channels`` and ``out_channels``
+            (``groups=in_channels`` is a depthwise layer); see :mod:`pkkd_lightning.ops.grouped`.
         padding_mode: must be ``'zeros'``.
         eta: AdderNet's adaptive learning-rate coefficient (eq. 13): the weight gradient is rescaled to
             ``eta * sqrt(k) * g / ||g||_2`` by :func:`~pkkd_lightning.ops.adaptive_lr.rescale_adder_gradients`;
@@ -166,8 +188,7 @@ class Adder2d(nn.Conv2d):
         backend: AdderBackendName = "auto",
         chunk_bytes: int | None = None,
     ) -> None:
-        if groups != 1:
-            raise ValueError(f"Adder2d supports groups=1 only, got groups={groups}")
+        check_groups(in_channels, out_channels, groups)
         if padding_mode != "zeros":
             raise ValueError(f"Adder2d supports padding_mode='zeros' only, got {padding_mode!r}")
         if isinstance(padding, str):
@@ -186,7 +207,7 @@ class Adder2d(nn.Conv2d):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         """``-||X - F||_1`` over sliding windows, see :func:`adder2d`."""
         return _adder2d(
-            input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.backend,
+            input, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups, self.backend,
             self.chunk_bytes,
         )  # fmt: skip
 

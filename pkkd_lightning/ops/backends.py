@@ -12,6 +12,9 @@
 (CUDA), ``fused`` and ``unfold``. Whether ``native`` builds, whether the Triton kernels and ``torch.compile``
 work on a device type is probed once per process; a failure (no compiler, an unsupported platform) is logged as
 a warning and the next one is used.
+
+The table describes ``groups=1``. Grouped layers run the chosen backend once per group, or, for depthwise layers,
+all groups at once in plain torch operations: see :mod:`pkkd_lightning.ops.grouped`.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ def test_response_is_the_negative_l1_distance():
 @pytest.mark.parametrize(
     "kwargs,match",
     [
-        ({"groups": 2}, "groups"),
+        ({"groups": 3}, "groups"),
         ({"padding": "same"}, "padding"),
         ({"padding_mode": "reflect"}, "padding_mode"),
         ({"eta": -1.0}, "eta"),
