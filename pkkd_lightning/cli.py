@@ -11,25 +11,33 @@ the plain student when fitting ends (``export``), a checkpoint on SIGTERM (``pre
 with code 143), and a CSV of predictions for ``predict`` (``prediction_writer``). With ``test_after_fit: true``
 ``fit`` ends by testing the best checkpoint.
 
-Mistakes fail before anything runs, naming the file or key: malformed YAML, ``model.num_classes`` in a config
-(it follows the data module), ``--optimizer``/``--lr_scheduler`` (the module configures its own SGD and
-schedule), a checkpoint that is not a Lightning checkpoint, or one whose architecture differs from the config's.
+One run, one folder: the version folder is created exclusively, so runs started together never share one, and
+checkpoints are written atomically (:class:`~pkkd_lightning.checkpoint_io.AtomicCheckpointIO`). A ``fit`` resumes
+only when asked: ``--ckpt_path FILE``, or ``--ckpt_path last`` for the newest ``last.ckpt``/``preempted.ckpt`` of
+the run (its fixed checkpoint folders, else its version folders; a new run when there is none: the same command
+serves a requeued job's first start and its restarts). ``--warm_start FILE`` starts a new run from a checkpoint's
+weights with new settings.
+
+Mistakes fail before anything runs, naming the file or key (:mod:`pkkd_lightning.cli_checks`,
+:mod:`pkkd_lightning.config_files`): malformed YAML, a key repeated in a config file, ``model.num_classes`` in a
+config (it follows the data module), ``--optimizer``/``--lr_scheduler`` (the module configures its own SGD and
+schedule), a misspelt or abbreviated option, ``max_epochs 0`` or an unbounded cosine run, a fresh fit into a
+fixed checkpoint folder that holds checkpoints, a checkpoint that is not a Lightning checkpoint, one whose
+architecture differs from the config's, a resume that changes the run's settings, and a checkpoint evaluated on
+other data than it was trained on (``--allow_other_data true`` for a deliberate transfer test).
 """
 
 from __future__ import annotations
 
 import shutil
 import sys
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import yaml
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from pkkd_lightning.callbacks import (
@@ -39,79 +47,27 @@ from pkkd_lightning.callbacks import (
     PredictionWriter,
     PreemptionCheckpoint,
 )
+from pkkd_lightning.checkpoint_io import AtomicCheckpointIO
+from pkkd_lightning.cli_checks import (
+    check_against_checkpoint,
+    check_data_against_checkpoint,
+    check_same_networks,
+    check_training_length,
+    fixed_checkpoint_folders,
+    resolve_fit_checkpoint,
+)
+from pkkd_lightning.config_files import check_config_file, config_files
+from pkkd_lightning.loggers import default_loggers
 from pkkd_lightning.module import PKKDModule
-from pkkd_lightning.network_io import read_checkpoint
+from pkkd_lightning.network_io import load_module_weights, read_lightning_checkpoint
 
 DEFAULT_ROOT_DIR = "runs/default"
 #: Exit status of a run stopped by SIGTERM (128 + 15, the shell's convention), so job schedulers can requeue it.
 PREEMPTED_EXIT_CODE = 143
 _SPECIAL_CKPT_PATHS = ("best", "last", "hpc", "registry")
-#: Module arguments that decide the networks' structure: a checkpoint and the config must agree on them.
-_STRUCTURAL_KEYS = ("arch", "mode", "teacher_training", "distill_points", "linear_transform")
 _UNSUPPORTED_FLAGS = ("--optimizer", "--lr_scheduler")
-
-
-def default_loggers(root_dir: str) -> list[Logger]:
-    """TensorBoard and CSV loggers writing into the same ``<root_dir>/version_<n>`` folder."""
-    tensorboard = TensorBoardLogger(root_dir, name="", default_hp_metric=False)
-    return [tensorboard, CSVLogger(root_dir, name="", version=tensorboard.version)]
-
-
-def config_files(args: Sequence[str]) -> Iterator[Path]:
-    """The files given with ``--config`` in ``args`` (either ``--config F`` or ``--config=F``)."""
-    for index, arg in enumerate(args):
-        if arg == "--config" and index + 1 < len(args):
-            yield Path(args[index + 1])
-        elif arg.startswith("--config="):
-            yield Path(arg.split("=", 1)[1])
-
-
-def check_config_file(path: Path) -> None:
-    """Raise ``ValueError`` naming ``path`` if it (or a group file it references) is not valid YAML, or if it
-    sets ``model.num_classes``, which the CLI takes from the data module."""
-    if not path.is_file():
-        return  # jsonargparse reports a missing file itself, with its name
-    try:
-        with path.open() as handle:
-            config = yaml.safe_load(handle)
-    except yaml.YAMLError as err:
-        raise ValueError(f"config file {path} is not valid YAML: {err}") from None
-    if not isinstance(config, dict):
-        return
-    model = config.get("model")
-    if isinstance(model, dict) and "num_classes" in model:
-        raise ValueError(
-            f"config file {path} sets model.num_classes, but the number of classes follows the data module "
-            "(data.num_classes is linked to model.num_classes); remove the key"
-        )
-    for value in config.values():  # groups given as files, e.g. `data: data/cifar10.yaml`, relative to this file
-        if isinstance(value, str) and value.endswith((".yaml", ".yml")):
-            check_config_file(path.parent / value)
-
-
-def check_against_checkpoint(ckpt_path: str, given: dict[str, Any], saved: dict[str, Any]) -> None:
-    """Refuse a model config whose networks differ from the checkpoint's; warn about the values it replaces.
-
-    Args:
-        ckpt_path: the checkpoint, named in the messages.
-        given: the ``model`` section of the parsed config.
-        saved: the checkpoint's ``hyper_parameters`` (which LightningCLI then puts in place of ``given``).
-    """
-    conflicts = [k for k in _STRUCTURAL_KEYS if k in saved and given.get(k) != saved[k]]
-    if conflicts:
-        listed = ", ".join(f"model.{k}={saved[k]!r}" for k in conflicts)
-        asked = ", ".join(f"model.{k}={given.get(k)!r}" for k in conflicts)
-        raise ValueError(
-            f"ckpt_path {ckpt_path} holds a model with {listed}, but the config asks for {asked}; use the config "
-            "(and overrides) the checkpoint was trained with"
-        )
-    replaced = [
-        f"model.{k}: {given[k]!r} -> {v!r}"
-        for k, v in saved.items()
-        if k in given and k != "num_classes" and given[k] != v
-    ]
-    if replaced:
-        rank_zero_warn(f"the hyper-parameters saved in {ckpt_path} replace the config's: " + "; ".join(replaced))
+#: What the CLI keeps of a checkpoint it checked, for the data check after the data module is built.
+_CHECKPOINT_RECORD_KEYS = ("hyper_parameters", "datamodule_hyper_parameters", "data_classes")
 
 
 class PKKDLightningCLI(LightningCLI):
@@ -144,6 +100,21 @@ class PKKDLightningCLI(LightningCLI):
             default=False,
             help="After fit, test the best checkpoint on the test split (ignored by the other subcommands).",
         )
+        parser.add_argument(
+            "--warm_start",
+            type=str | None,
+            default=None,
+            help="fit only: start a new run (new optimiser, schedule and settings) from the weights of this Lightning "
+            "checkpoint, e.g. to retrain a diverged run with a lower model.lr; --ckpt_path instead resumes a run as "
+            "it was.",
+        )
+        parser.add_argument(
+            "--allow_other_data",
+            type=bool,
+            default=False,
+            help="Evaluate or resume a checkpoint on other data than it was trained on (a deliberate transfer test); "
+            "refused by default.",
+        )
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         argv = list(sys.argv[1:] if args is None else args) if not isinstance(args, dict) else []
@@ -157,19 +128,60 @@ class PKKDLightningCLI(LightningCLI):
         for path in config_files(argv):
             check_config_file(path)
         super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        section = self.config[subcommand] if subcommand else self.config
+        ckpt_path, warm_start = section.get("ckpt_path"), section.get("warm_start")
+        if subcommand == "fit":
+            check_training_length(section["trainer"], section["model"]["lr_schedule"])
+            if warm_start and ckpt_path:
+                raise ValueError(
+                    f"--warm_start {warm_start} starts a new run from a checkpoint's weights and --ckpt_path "
+                    f"{ckpt_path} resumes a run; give one of them"
+                )
+            root = section["trainer"].get("default_root_dir") or DEFAULT_ROOT_DIR
+            ckpt_path = section["ckpt_path"] = resolve_fit_checkpoint(
+                ckpt_path, fixed_checkpoint_folders(section), root
+            )
         # Checked here, before LightningCLI reads the checkpoint's hyper-parameters with a bare torch.load: a missing,
         # corrupt or non-Lightning file then fails with its path and what to do in the message.
-        subcommand = self.config.get("subcommand")
-        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else self.config.get("ckpt_path")
+        self._checkpoint_record: tuple[str, dict[str, Any]] | None = None
+        model = section["model"].as_dict()
         if ckpt_path and ckpt_path not in _SPECIAL_CKPT_PATHS:
-            checkpoint = read_checkpoint(ckpt_path)
-            if not isinstance(checkpoint, dict) or "pytorch-lightning_version" not in checkpoint:
-                raise ValueError(
-                    f"ckpt_path {ckpt_path} is not a Lightning checkpoint (for example <run>/checkpoints/last.ckpt); "
-                    "an exported student is loaded with pkkd_lightning.callbacks.load_exported_student instead"
-                )
-            model = (self.config[subcommand] if subcommand else self.config)["model"]
-            check_against_checkpoint(ckpt_path, model.as_dict(), checkpoint.get("hyper_parameters", {}))
+            checkpoint = read_lightning_checkpoint(ckpt_path, "ckpt_path")
+            check_against_checkpoint(ckpt_path, model, checkpoint.get("hyper_parameters", {}), subcommand == "fit")
+            self._checkpoint_record = (ckpt_path, {k: checkpoint.get(k) for k in _CHECKPOINT_RECORD_KEYS})
+        if warm_start and subcommand == "fit":
+            checkpoint = read_lightning_checkpoint(warm_start, "warm_start")
+            check_same_networks(warm_start, model, checkpoint.get("hyper_parameters", {}))
+
+    def _check_data(self, stage: str) -> None:
+        """Refuse a checkpoint trained on other data than the config's (unless ``allow_other_data``)."""
+        if self._checkpoint_record is None or self._get(self.config, "allow_other_data"):
+            return
+        ckpt_path, record = self._checkpoint_record
+        data = self._get(self.config, "data")
+        class_names = None
+        if record.get("data_classes") and hasattr(self.datamodule, "classes"):
+            self.datamodule.setup(stage)  # the splits a stage needs are built once; the trainer reuses them
+            class_names = list(self.datamodule.classes) or None
+        check_data_against_checkpoint(
+            ckpt_path, record, data["class_path"], data.get("init_args") or {}, self.datamodule.num_classes, class_names
+        )
+
+    def before_fit(self) -> None:
+        self._check_data("fit")
+        if warm_start := self._get(self.config, "warm_start"):
+            load_module_weights(self.model, warm_start)
+            rank_zero_info(f"warm_start: a new run from the weights of {warm_start} (no optimiser state or schedule)")
+
+    def before_validate(self) -> None:
+        self._check_data("validate")
+
+    def before_test(self) -> None:
+        self._check_data("test")
+
+    def before_predict(self) -> None:
+        self._check_data("predict")
 
     def after_fit(self) -> None:
         """Test the best checkpoint (the final weights when none was saved) if ``test_after_fit`` is set."""
@@ -207,6 +219,8 @@ class PKKDLightningCLI(LightningCLI):
         trainer_config = config.get("trainer", {})
         if trainer_config.get("logger") in (None, True) and "logger" not in kwargs:
             kwargs["logger"] = default_loggers(trainer_config.get("default_root_dir") or DEFAULT_ROOT_DIR)
+        if not trainer_config.get("plugins") and "plugins" not in kwargs:
+            kwargs["plugins"] = [AtomicCheckpointIO()]
         return super().instantiate_trainer(**kwargs)
 
 
@@ -217,6 +231,11 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> PKKDLightningCL
         L.LightningDataModule,
         subclass_mode_data=True,
         seed_everything_default=0,
+        # A misspelt option (--trainer.max_epoch) is an error, not a prefix of another one.
+        parser_kwargs={
+            "allow_abbrev": False,
+            **{name: {"allow_abbrev": False} for name in ("fit", "validate", "test", "predict")},
+        },
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
         args=args,

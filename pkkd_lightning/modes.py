@@ -42,6 +42,7 @@ def build_network(
     num_classes: int,
     init: InitScheme = "official",
     adder_kwargs: dict[str, Any] | None = None,
+    keep: list[str] | None = None,
 ) -> nn.Module:
     """:func:`~pkkd_lightning.models.build_model` under a generator seeded with ``(global seed, layer type)``.
 
@@ -51,4 +52,4 @@ def build_network(
     seed = (torch.initial_seed() + _SEED_OFFSETS[layer_type]) % 2**63
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return build_model(arch, layer_type, num_classes, init=init, adder_kwargs=adder_kwargs)
+        return build_model(arch, layer_type, num_classes, init=init, adder_kwargs=adder_kwargs, keep=keep)

@@ -8,6 +8,7 @@ paper's table and its baselines.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, replace
 from typing import Any
 
@@ -15,6 +16,7 @@ import lightning as L
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 
 from pkkd_lightning.distill import Centering, FeatureSpace, KernelDistiller, LossWeightName, LossWeights
 from pkkd_lightning.distill.diagnostics import gradient_shares
@@ -22,7 +24,9 @@ from pkkd_lightning.distill.kernels import SigmaSpec
 from pkkd_lightning.distill.objective import student_terms, teacher_terms
 from pkkd_lightning.distill.taps import default_tap_paths
 from pkkd_lightning.metrics import accuracy_metrics
-from pkkd_lightning.models import Arch, InitScheme
+from pkkd_lightning.models import InitScheme
+from pkkd_lightning.models.specs import BUILTIN_MODELS
+from pkkd_lightning.models.structure import check_distill_points, warn_unnormalized_adder_layers
 from pkkd_lightning.modes import Mode, TeacherTraining, build_network, student_layer_type
 from pkkd_lightning.network_io import load_network_weights
 from pkkd_lightning.ops import rescale_adder_gradients
@@ -36,13 +40,19 @@ class PKKDModule(L.LightningModule):
     """Teacher CNN + student ANN of the same architecture, trained with PKKD (``docs/method.md``).
 
     Args:
-        arch: model name from :func:`pkkd_lightning.models.list_models`.
+        arch: the architecture of both twins: a built-in name (resnet20, resnet32, resnet56, vgg_small, resnet18,
+            resnet50), ``timm:<name>`` for any timm model (``timm:resnet10t``, ``timm:mobilenetv3_small_050``),
+            ``<module>:<function>`` for your own factory ``function(num_classes) -> nn.Module`` importable from the
+            working directory, or a name registered with ``pkkd_lightning.models.register_model``.
         num_classes: number of classes (the CLI links it to the data module's).
         mode: ``cnn`` (a CNN alone), ``ann`` (a plain AdderNet), ``kd`` (AdderNet + logit distillation from a
             fixed teacher loaded from ``teacher_checkpoint``) or ``pkkd`` (the full method).
         init: ``official`` (the AdderNet code's initialisation) or ``kaiming``; see :mod:`pkkd_lightning.models.init`.
-        distill_points: module paths of the distilled layers (shared by the twins); ``None`` = the last body
-            layer of each stage.
+        distill_points: module paths of the distilled layers (shared by the twins; bias-free adder layers of
+            the ANN); ``None`` = the last body layer of each stage (``layer<k>`` stages; for other networks the
+            stages timm's ``feature_info`` reports, else the changes of resolution). Listed when fit starts.
+        keep: further convolutions (module paths or glob patterns such as ``"*.se.*"``) that stay
+            multiplication-based in the ANN, on top of AdderNet's stem and classifier.
         feature_weight: lambda, the weight of ``L_feat`` (a ``LossWeightSchedule`` may move it).
         beta: weight of the soft-logit term against cross-entropy, in [0, 1] (likewise).
         tau: softmax temperature of the soft-logit term, > 0 (likewise).
@@ -68,11 +78,12 @@ class PKKDModule(L.LightningModule):
 
     def __init__(
         self,
-        arch: Arch = "resnet20",
+        arch: str = "resnet20",
         num_classes: int = 10,
         mode: Mode = "pkkd",
         init: InitScheme = "official",
         distill_points: list[str] | None = None,
+        keep: list[str] | None = None,
         feature_weight: float = 0.1,
         beta: float = 0.5,
         tau: float = 4.0,
@@ -107,6 +118,10 @@ class PKKDModule(L.LightningModule):
         check_number("model.weight_decay", weight_decay, low=0.0)
         check_number("model.mutual_weight", mutual_weight, low=0.0)
         check_number("model.eta", eta, low=0.0, low_open=True, optional=True)
+        check_number("model.sigma_momentum", sigma_momentum, low=0.0, high=1.0, low_open=True)
+        for key, sigma in (("model.sigma_ann", sigma_ann), ("model.sigma_cnn", sigma_cnn)):
+            if sigma != "running_mean":
+                check_number(key, sigma, low=0.0, low_open=True)
         self.loss_weights = LossWeights(beta=beta, feature_weight=feature_weight, tau=tau)
         self.has_teacher = mode in ("kd", "pkkd")
         self.teacher_trainable = mode == "pkkd" and teacher_training == "joint"
@@ -115,7 +130,9 @@ class PKKDModule(L.LightningModule):
 
         layer_type = student_layer_type(mode)
         adder_kwargs = {"eta": eta, "backend": adder_backend} if layer_type == "adder" else None
-        self.student = build_network(arch, layer_type, num_classes, init, adder_kwargs)
+        self.student = build_network(arch, layer_type, num_classes, init, adder_kwargs, keep)
+        if layer_type == "adder" and arch not in BUILTIN_MODELS:
+            warn_unnormalized_adder_layers(self.student, arch)
         self.teacher = build_network(arch, "conv", num_classes, init) if self.has_teacher else None
         if self.teacher is not None and not self.teacher_trainable:
             load_network_weights(self.teacher, teacher_checkpoint, f"arch={arch}, num_classes={num_classes}")
@@ -124,6 +141,7 @@ class PKKDModule(L.LightningModule):
         self.distiller = None
         if mode == "pkkd":
             points = distill_points or default_tap_paths(self.student)
+            check_distill_points(self.student, points)
             self.distiller = KernelDistiller(
                 self.student, self.teacher, points, feature_space, linear_transform,
                 sigma_ann, sigma_cnn, sigma_momentum, centering,
@@ -228,21 +246,55 @@ class PKKDModule(L.LightningModule):
         head_params = list(self.distiller.parameters()) if self.distiller is not None else []
         if head_params:
             groups.append({"name": "feature heads (training only)", "params": head_params})
-        total = int(self.trainer.estimated_stepping_batches) if hp.lr_schedule == "cosine" else 0
+        total = 0
+        if hp.lr_schedule == "cosine":
+            steps = self.trainer.estimated_stepping_batches
+            if not math.isfinite(steps):
+                raise ValueError(
+                    "model.lr_schedule=cosine decays the learning rate to zero over the run and needs its length, but "
+                    "the trainer has none (max_epochs=-1 and no max_steps): set trainer.max_epochs or "
+                    "trainer.max_steps, or use model.lr_schedule=constant"
+                )
+            total = int(steps)
         return sgd_with_schedule(groups, hp.lr, hp.momentum, hp.nesterov, hp.weight_decay, hp.lr_schedule, total)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lightning does not save random-number generator states; anything drawing random numbers in training
         # (the data does not: it is seeded per epoch and sample) continues after a resume as without the stop.
         checkpoint["rng_states"] = collect_rng_states()
+        # The class names, where the data module knows them: the CLI refuses to test the checkpoint on other data.
+        if classes := list(getattr(getattr(self._trainer, "datamodule", None), "classes", None) or []):
+            checkpoint["data_classes"] = classes
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._resumed_rng_states = checkpoint.get("rng_states")
+
+    def on_fit_start(self) -> None:
+        if self.distiller is not None:
+            rank_zero_info(
+                f"PKKD distillation points ({len(self.distiller.points)}): {', '.join(self.distiller.points)}"
+            )
 
     def on_train_start(self) -> None:
         if getattr(self, "_resumed_rng_states", None) is not None:
             resume_rng_states(self._resumed_rng_states)
             self._resumed_rng_states = None
+        self._check_schedule_length()
+
+    def _check_schedule_length(self) -> None:
+        """Refuse a resume whose run length differs from the checkpoint's cosine schedule: the restored schedule
+        keeps its own length, so the learning rate would climb back from zero (a restart) without notice."""
+        scheduler = self.lr_schedulers()
+        if not isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+            return
+        steps = self.trainer.estimated_stepping_batches
+        if math.isfinite(steps) and scheduler.T_max != max(1, int(steps)):
+            raise ValueError(
+                f"this fit runs {int(steps)} optimisation steps, but the checkpoint it resumes decays its cosine "
+                f"learning rate over {scheduler.T_max}: a resume continues a run with the length it was started "
+                "with. Resume with the original trainer.max_epochs/max_steps, or train longer as a new run from its "
+                "weights (--warm_start <checkpoint>)"
+            )
 
     def student_state_dict(self) -> dict[str, torch.Tensor]:
         """The plain ANN's weights: loadable into ``build_model(arch, "adder", num_classes)``."""

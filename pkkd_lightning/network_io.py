@@ -27,6 +27,47 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         ) from err
 
 
+def read_lightning_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict[str, Any]:
+    """:func:`read_checkpoint`, refusing a file that is not a Lightning checkpoint (``key`` names the option)."""
+    checkpoint = read_checkpoint(path)
+    if not isinstance(checkpoint, dict) or "pytorch-lightning_version" not in checkpoint:
+        raise ValueError(
+            f"{key} {path} is not a Lightning checkpoint (for example <run>/checkpoints/last.ckpt); an exported "
+            "student is loaded with pkkd_lightning.callbacks.load_exported_student instead"
+        )
+    return checkpoint
+
+
+def load_module_weights(module: nn.Module, path: str | Path) -> None:
+    """Load every weight of a LightningModule (networks, feature heads, buffers) from a Lightning checkpoint, and
+    nothing else (no optimiser state, schedule or step): a warm start.
+
+    Raises:
+        ValueError: the checkpoint's weights do not fit ``module``, naming the first differing keys.
+    """
+    checkpoint = read_lightning_checkpoint(path, "warm_start")
+    _check_fits(module, checkpoint["state_dict"], path, describe_checkpoint(checkpoint), type(module).__name__)
+    module.load_state_dict(checkpoint["state_dict"])
+
+
+def _check_fits(net: nn.Module, state: dict[str, torch.Tensor], path: str | Path, saved: str, expected: str) -> None:
+    """Raise ``ValueError`` naming both sides and the first missing, unexpected or mis-shaped keys, if any."""
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mis_shaped = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or mis_shaped:
+
+        def first(keys: list[str]) -> str:
+            shown = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" if k in mis_shaped else k for k in keys]
+            return f"{len(keys)} ({', '.join(shown[:3])}{', ...' if len(keys) > 3 else ''})"
+
+        raise ValueError(
+            f"the weights in {path} ({saved}) do not fit the network being built ({expected}): missing keys "
+            f"{first(missing)}, unexpected keys {first(unexpected)}, different shapes {first(mis_shaped)}"
+        )
+
+
 def network_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The weights of the network a checkpoint is about.
 
@@ -63,18 +104,5 @@ def load_network_weights(net: nn.Module, path: str | Path, expected: str = "") -
     """
     checkpoint = read_checkpoint(path)
     state = network_state_dict(checkpoint)
-    own = net.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    mis_shaped = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or mis_shaped:
-
-        def first(keys: list[str]) -> str:
-            return f"{len(keys)} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
-
-        raise ValueError(
-            f"the weights in {path} ({describe_checkpoint(checkpoint)}) do not fit the network being built "
-            f"({expected or type(net).__name__}): missing keys {first(missing)}, unexpected keys {first(unexpected)}, "
-            f"different shapes {first(mis_shaped)}"
-        )
+    _check_fits(net, state, path, describe_checkpoint(checkpoint), expected or type(net).__name__)
     net.load_state_dict(state)

@@ -5,18 +5,20 @@ checkpoint it resumes from. Lightning's ``ModelCheckpoint`` then forgets the bes
 and the first epoch after the resume becomes "best" even when an earlier epoch was better; ``test_after_fit`` and
 the exported student would use it. This subclass carries the whole best-model state over: it copies the best
 checkpoint file into the new directory (rank zero; the others only record the path) and restores its score, so
-the run's best is the best over all its parts, and the new folder holds it.
+the run's best is the best over all its parts, and the new folder holds it. The copy is atomic
+(:mod:`pkkd_lightning.atomic_io`).
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+from pkkd_lightning.atomic_io import atomic_copy
 
 
 class BestCheckpoint(ModelCheckpoint):
@@ -30,8 +32,7 @@ class BestCheckpoint(ModelCheckpoint):
             return
         new_best = str(Path(self.dirpath) / Path(old_best).name)
         if rank_zero_only.rank == 0:
-            Path(self.dirpath).mkdir(parents=True, exist_ok=True)
-            shutil.copy2(old_best, new_best)
+            atomic_copy(old_best, new_best)
             rank_zero_info(f"resumed the best checkpoint so far ({old_best}) as {new_best}")
         score = state_dict["best_model_score"]
         self.best_model_path = self.kth_best_model_path = new_best

@@ -11,6 +11,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from pkkd_lightning.atomic_io import atomic_open
+
 
 class PredictionWriter(BasePredictionWriter):
     """Write one CSV row per sample: ``index, prediction, confidence[, target]``.
@@ -31,7 +33,6 @@ class PredictionWriter(BasePredictionWriter):
         else:
             name = "predictions.csv" if trainer.world_size == 1 else f"predictions_rank{trainer.global_rank}.csv"
             path = Path(trainer.log_dir or trainer.default_root_dir) / name
-        path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
     def write_on_epoch_end(
@@ -44,7 +45,7 @@ class PredictionWriter(BasePredictionWriter):
         batches = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
         columns = {key: torch.cat([batch[key] for batch in batches]).tolist() for key in batches[0]}
         self.written = self._path(trainer)
-        with self.written.open("w", newline="") as f:
+        with atomic_open(self.written, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["index", *columns])
             for index, row in enumerate(zip(*columns.values())):

@@ -95,6 +95,15 @@ def data_not_found(what: str, path: Path, layouts: Sequence[str], remedy: str) -
     return FileNotFoundError(f"{what} not found under data_dir='{path}'. Accepted layouts:\n{listed}\n{remedy}")
 
 
+def load_image(path: str) -> Image.Image:
+    """PIL's RGB image of a file; a file that cannot be decoded (truncated, corrupt, not an image) raises
+    ``ValueError`` naming its path, which PIL's own errors (``OSError: Truncated File Read``) do not."""
+    try:
+        return default_loader(path)
+    except (OSError, SyntaxError, ValueError) as err:  # PIL raises all three for damaged files
+        raise ValueError(f"cannot read image '{path}' ({type(err).__name__}: {err}): replace or remove it") from err
+
+
 class SizeCheckedLoader:
     """ImageFolder ``loader``: PIL's RGB image of a file, after checking its size (a picklable callable, so it
     also works in DataLoader workers).
@@ -108,7 +117,7 @@ class SizeCheckedLoader:
         self.size, self.dataset = size, dataset
 
     def __call__(self, path: str) -> Image.Image:
-        image = default_loader(path)
+        image = load_image(path)
         if image.size != self.size:
             raise ValueError(
                 f"image '{path}' is {image.size[0]}x{image.size[1]} pixels (width x height), but {self.dataset} "
@@ -117,9 +126,7 @@ class SizeCheckedLoader:
         return image
 
 
-def image_folder_split(
-    root: Path, split: str, other: str, loader: Callable[[str], Any] = default_loader
-) -> ImageFolder:
+def image_folder_split(root: Path, split: str, other: str, loader: Callable[[str], Any] = load_image) -> ImageFolder:
     """Open ``root/split`` as an ImageFolder after checking it has the same classes as ``root/other``.
 
     Args:

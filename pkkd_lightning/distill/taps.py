@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.hooks import RemovableHandle
 
+from pkkd_lightning.models.structure import default_distill_points, trace_layers
 from pkkd_lightning.ops import Adder2d
 
 
@@ -34,7 +35,8 @@ class TapRecord:
     Attributes:
         output: the layer's raw output (before the BatchNorm that follows it), (N, C_out, H, W).
         patch_sq_norms: convolutions only: ``||x_patch||_2^2`` per output position, (N, 1, H, W), i.e.
-            ``conv2d(x**2, ones(1, C_in, kh, kw))`` with the layer's stride, padding and dilation.
+            ``conv2d(x**2, ones(1, C_in, kh, kw))`` with the layer's stride, padding and dilation; per output
+            channel, (N, C_out, H, W), for a grouped convolution.
         filter_sq_norms: convolutions only: ``||f||_2^2`` per filter, (C_out,).
     """
 
@@ -46,8 +48,11 @@ class TapRecord:
 def patch_sq_norms(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """``||x_patch||_2^2`` for every output position of ``conv`` on input ``x``: (N, 1, H_out, W_out).
 
+    For a grouped convolution a filter sees only its group's input channels, so the norm is per group, repeated
+    for each output channel of the group: (N, C_out, H_out, W_out).
+
     Args:
-        conv: an ungrouped, zero-padded convolution.
+        conv: a zero-padded convolution.
         x: its input, (N, C_in, H, W).
 
     Returns:
@@ -56,8 +61,10 @@ def patch_sq_norms(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     # At least float32 and outside autocast: the Gaussian kernel subtracts these norms from each other.
     with torch.autocast(x.device.type, enabled=False):
         x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-        ones = x.new_ones(1, conv.in_channels, *conv.kernel_size)
-        return F.conv2d(x.square(), ones, None, conv.stride, conv.padding, conv.dilation)
+        groups = conv.groups
+        ones = x.new_ones(groups, conv.in_channels // groups, *conv.kernel_size)
+        norms = F.conv2d(x.square(), ones, None, conv.stride, conv.padding, conv.dilation, groups)
+        return norms if groups == 1 else norms.repeat_interleave(conv.out_channels // groups, dim=1)
 
 
 def full_precision_output(conv: nn.Conv2d, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
@@ -97,8 +104,8 @@ class FeatureTaps:
 
     Raises:
         ValueError: if ``paths`` is a string, or a path is repeated, names no submodule, names a module that is
-            not an ``nn.Conv2d``, or names a grouped or non-zero-padded convolution (its patch norms are not
-            defined here).
+            not an ``nn.Conv2d``, or names a convolution with non-zero padding (its patch norms are not defined
+            here).
     """
 
     def __init__(self, model: nn.Module, paths: Sequence[str]) -> None:
@@ -119,10 +126,10 @@ class FeatureTaps:
                     f"FeatureTaps: path {path!r} is not an nn.Conv2d/Adder2d layer of {type(model).__name__}; "
                     f"valid conv paths: {_valid_conv_paths(model)}"
                 )
-            if not isinstance(module, Adder2d) and (module.groups != 1 or module.padding_mode != "zeros"):
+            if not isinstance(module, Adder2d) and module.padding_mode != "zeros":
                 raise ValueError(
-                    f"FeatureTaps: path {path!r} is a conv with groups={module.groups}, padding_mode="
-                    f"{module.padding_mode!r}; only groups=1 with 'zeros' padding can be tapped"
+                    f"FeatureTaps: path {path!r} is a conv with padding_mode={module.padding_mode!r}; only 'zeros' "
+                    "padding can be tapped"
                 )
             self.modules[path] = module
         self._handles: list[RemovableHandle] = []
@@ -175,7 +182,9 @@ def default_tap_paths(model: nn.Module) -> list[str]:
     """The layers PKKD distils by default: the last body convolution of every stage.
 
     Stages are the top-level children named ``layer<k>`` (the torchvision/timm ResNet convention that the
-    CIFAR ResNets and VGG-small follow too). A stage's last block is its last child if it is an
+    CIFAR ResNets and VGG-small follow too); a model without them (a timm MobileNet, a user's network) gets
+    :func:`~pkkd_lightning.models.structure.default_distill_points` (timm's ``feature_info`` stages, else the
+    changes of resolution), read off one traced forward pass. A stage's last block is its last child if it is an
     ``nn.Sequential`` and the stage itself otherwise; the tap is the block's last *direct* ``nn.Conv2d`` child,
     which skips shortcut projections (``downsample.0``) and attention sub-modules. This gives
     ``layer{1,2,3}.<last>.conv2`` for CIFAR ResNets, ``layer{1,2,3}.conv2`` for VGG-small, and
@@ -188,15 +197,12 @@ def default_tap_paths(model: nn.Module) -> list[str]:
         Module paths, one per stage, in stage order.
 
     Raises:
-        ValueError: if the model has no ``layer<k>`` stages or a stage has no convolution; pass explicit paths
-            to :class:`FeatureTaps` then.
+        ValueError: if a ``layer<k>`` stage has no convolution, or a model without stages has no adder layer;
+            pass explicit paths to :class:`FeatureTaps` then.
     """
     stages = [name for name, _ in model.named_children() if re.fullmatch(r"layer\d+", name)]
     if not stages:
-        raise ValueError(
-            f"default_tap_paths: {type(model).__name__} has no 'layer<k>' stages; pass tap paths explicitly "
-            f"(valid conv paths: {_valid_conv_paths(model)})"
-        )
+        return default_distill_points(model, trace_layers(model))
     paths = []
     for stage_name in sorted(stages, key=lambda name: int(name[len("layer") :])):
         stage = model.get_submodule(stage_name)

@@ -8,6 +8,7 @@ parameter counts, so one model definition serves both twins.
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Iterable
 from typing import Any
 
@@ -52,11 +53,37 @@ def default_keep_paths(model: nn.Module) -> list[str]:
     return keep
 
 
+def expand_keep(model: nn.Module, patterns: Iterable[str]) -> list[str]:
+    """The convolution paths matching ``patterns`` (exact module paths or ``fnmatch`` globs such as ``"*.se.*"``).
+
+    Raises:
+        ValueError: a pattern matches no convolution of ``model``; the message lists some that exist.
+    """
+    if isinstance(patterns, str):
+        raise ValueError(f"model.keep must be a list of module paths or patterns, not the string {patterns!r}")
+    convs = conv_paths(model)
+    kept: list[str] = []
+    for pattern in patterns:
+        matched = [path for path in convs if fnmatch.fnmatchcase(path, pattern)]
+        if not matched:
+            shown = ", ".join(convs[:8]) + (", ..." if len(convs) > 8 else "")
+            raise ValueError(
+                f"model.keep: {pattern!r} matches no convolution of {type(model).__name__} (paths such as {shown})"
+            )
+        kept += [path for path in matched if path not in kept]
+    return kept
+
+
 def _to_adder(conv: nn.Conv2d, path: str, adder_kwargs: dict[str, Any]) -> Adder2d:
-    if conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+    reasons = []
+    if type(conv).forward is not nn.Conv2d.forward:
+        reasons.append(f"it is a {type(conv).__name__} with its own forward (e.g. dynamic 'same' padding)")
+    if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+        reasons.append(f"padding_mode={conv.padding_mode!r}, padding={conv.padding!r}: adder layers need numeric zeros")
+    if reasons:
         raise ValueError(
-            f"adderize: cannot convert {path!r} (groups={conv.groups}, padding_mode={conv.padding_mode!r}, "
-            f"padding={conv.padding!r}): adder layers need groups=1 and numeric zero padding; add it to `keep`"
+            f"adderize: cannot convert {path!r}: {'; '.join(reasons)}. Keep it multiplication-based with "
+            f"model.keep (e.g. --model.keep '[\"{path}\"]')"
         )
     adder = Adder2d(
         conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
@@ -77,8 +104,9 @@ def adderize(model: nn.Module, keep: Iterable[str] | None = None, **adder_kwargs
 
     Each new layer copies ``in/out_channels``, ``kernel_size``, ``stride``, ``padding``, ``dilation``,
     ``groups``, ``padding_mode``, whether it has a bias, device, dtype, training mode and the weight (and bias)
-    values. Layers that already are ``Adder2d`` are left alone, so the call is idempotent. Any ``nn.Conv2d``
-    subclass is converted (its own forward, e.g. a weight standardisation, is dropped).
+    values. Layers that already are ``Adder2d`` are left alone, so the call is idempotent. Grouped and depthwise
+    convolutions become grouped adder layers. An ``nn.Conv2d`` subclass with its own ``forward`` (timm's
+    ``Conv2dSame``, ``StdConv2d``) is refused rather than converted with its forward silently dropped.
 
     Args:
         model: the CNN; modified in place.
@@ -91,7 +119,7 @@ def adderize(model: nn.Module, keep: Iterable[str] | None = None, **adder_kwargs
 
     Raises:
         ValueError: if ``keep`` is a string or one of its paths names no submodule, or a layer cannot become an
-            adder layer (grouped or non-zero-padded convolutions).
+            adder layer (non-zero padding, or a ``Conv2d`` subclass with its own ``forward``), naming it.
     """
     if isinstance(keep, str):
         raise ValueError(f"adderize: `keep` must be an iterable of module paths, not the string {keep!r}")

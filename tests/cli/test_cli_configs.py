@@ -17,8 +17,15 @@ import yaml
 
 from pkkd_lightning.callbacks import LossWeightSchedule, PreciseBatchNorm
 from pkkd_lightning.cli import PKKDLightningCLI, cli_main
-from pkkd_lightning.data import CIFAR10DataModule, CIFAR100DataModule, DigitsDataModule, ImageNetDataModule
+from pkkd_lightning.data import (
+    CIFAR10DataModule,
+    CIFAR100DataModule,
+    DigitsDataModule,
+    ImageFolderDataModule,
+    ImageNetDataModule,
+)
 from pkkd_lightning.module import PKKDModule
+from tests.data.conftest import write_image_tree
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -75,7 +82,8 @@ def test_the_paper_table_has_every_config():
     }
     present = {path.stem for path in EXPERIMENTS}
     assert expected <= present, f"missing configs: {sorted(expected - present)}"
-    assert present - expected == {"digits_pkkd"}, "a new config needs a naming rule in configs/README.md and here"
+    assert present - expected == {"digits_pkkd", "imagefolder_pkkd"}, "a new config needs a naming rule in "
+    "configs/README.md and here"
 
 
 @pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda p: p.stem)
@@ -102,7 +110,11 @@ def test_config_prints_a_full_config_matching_its_name(config: Path):
 
 @pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda p: p.stem)
 def test_config_instantiates_model_and_datamodule_offline(config: Path, tmp_path: Path):
-    cli = instantiate(config, tmp_path)
+    overrides = []
+    if config.stem == "imagefolder_pkkd":  # its number of classes is read from the class folders
+        write_image_tree(tmp_path / "tree" / "train", ["cat", "dog", "owl"], per_class=1)
+        overrides = ["--data.init_args.data_dir", str(tmp_path / "tree")]
+    cli = instantiate(config, tmp_path, *overrides)
     model, data = cli.model, cli.datamodule
     assert isinstance(model, PKKDModule)
     schedules = [cb for cb in cli.trainer.callbacks if isinstance(cb, LossWeightSchedule)]
@@ -113,6 +125,9 @@ def test_config_instantiates_model_and_datamodule_offline(config: Path, tmp_path
     else:
         assert schedules == []
     expected = expected_run(config.stem)
+    if config.stem == "imagefolder_pkkd":
+        assert isinstance(data, ImageFolderDataModule) and model.hparams.num_classes == data.num_classes == 3
+        return
     if expected is None:
         assert isinstance(data, DigitsDataModule)
         return
@@ -156,7 +171,6 @@ def test_the_demo_re_estimates_batchnorm_before_every_validation(tmp_path: Path)
 @pytest.mark.parametrize(
     "key,literal",
     [
-        ("model.arch", "Arch"),
         ("model.mode", "Mode"),
         ("model.init", "InitScheme"),
         ("model.adder_backend", "AdderBackendName"),
@@ -175,3 +189,10 @@ def test_help_lists_every_accepted_value_of_each_choice(capsys, key: str, litera
     with pytest.raises(SystemExit):
         cli_main(["fit", "--help"])
     assert f"--{key} {{{','.join(choices(getattr(owner, literal)))}}}" in capsys.readouterr().out
+
+
+def test_help_says_what_model_arch_accepts(capsys):
+    with pytest.raises(SystemExit):
+        cli_main(["fit", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "timm:<name>" in help_text and "<module>:<function>" in help_text and "register_model" in help_text

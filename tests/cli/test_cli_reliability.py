@@ -54,7 +54,9 @@ def test_the_best_checkpoint_survives_a_resume(run_cli, tmp_path):
     # The demo's beta schedule ends at 0.5: in a 1-epoch run epoch 0 has 0.5; resumed to 3 epochs, epochs 1 and 2
     # have 0.3 and 0.5. With "highest train/beta" epoch 0 stays the best (a tie does not replace it); a checkpoint
     # callback that forgot the best score would take epoch 1.
+    # A constant learning rate: a cosine run cannot be resumed to another length (test_cli_trust.py).
     best_is_first = ("--checkpoint.monitor", "train/beta", "--checkpoint.mode", "max", "--test_after_fit", "false")
+    best_is_first += ("--model.lr_schedule", "constant")
     assert fit(run_cli, tmp_path, "--trainer.max_epochs", "1", *best_is_first).returncode == 0
     last = tmp_path / "version_0" / "checkpoints" / "last.ckpt"
     resumed = fit(run_cli, tmp_path, "--trainer.max_epochs", "3", *best_is_first, "--ckpt_path", str(last))
@@ -74,6 +76,7 @@ def test_sigterm_exits_with_143_and_says_where_the_checkpoint_is(run_cli, tmp_pa
     preempted = tmp_path / "version_0" / "checkpoints" / "preempted.ckpt"
     assert preempted.is_file()
     assert f"resume with --ckpt_path {preempted}" in result.stderr
+    assert "--ckpt_path last" in result.stderr
 
 
 def test_a_run_that_fails_before_training_leaves_no_log_folder(run_cli, tmp_path):

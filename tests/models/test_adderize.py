@@ -78,6 +78,22 @@ def test_adderize_errors_name_the_path() -> None:
         adderize(_timm_resnet18(), keep="conv1")
     with pytest.raises(ValueError, match="layer9"):
         adderize(_timm_resnet18(), keep=["conv1", "layer9"])
-    grouped = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3, groups=2))
-    with pytest.raises(ValueError, match=r"'1'.*keep"):
-        adderize(grouped)
+    reflect = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"))
+    with pytest.raises(ValueError, match=r"'1'.*padding_mode='reflect'.*model.keep"):
+        adderize(reflect)
+
+    class SamePadding(nn.Conv2d):  # like timm's Conv2dSame: its own forward would be dropped silently
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(nn.functional.pad(x, (1, 1, 1, 1)))
+
+    own_forward = nn.Sequential(nn.Conv2d(3, 4, 3), SamePadding(4, 4, 3))
+    with pytest.raises(ValueError, match=r"'1'.*SamePadding with its own forward.*model.keep"):
+        adderize(own_forward)
+
+
+def test_grouped_and_depthwise_convolutions_become_grouped_adder_layers() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3, groups=2), nn.Conv2d(8, 16, 3, groups=8))
+    adderize(model)
+    assert [type(m).__name__ for m in model] == ["Conv2d", "Adder2d", "Adder2d"]
+    assert (model[1].groups, model[2].groups) == (2, 8)
+    assert model(torch.randn(2, 3, 9, 9)).shape == (2, 16, 3, 3)

@@ -6,10 +6,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from pkkd_lightning.models import Arch, build_model, list_models
+from pkkd_lightning.models import build_model, list_models
 from pkkd_lightning.models.imagenet import LogitBatchNormHead
 from pkkd_lightning.ops import Adder2d
-from pkkd_lightning.validation import choices
 
 CIFAR = ("resnet20", "resnet32", "resnet56", "vgg_small")
 IMAGENET = ("resnet18", "resnet50")
@@ -116,10 +115,12 @@ def test_errors_name_the_accepted_values() -> None:
         build_model("resnet18", pretrained=True)
 
 
-def test_the_registry_and_the_arch_type_list_the_same_names() -> None:
-    from pkkd_lightning.models.registry import MODELS
+def test_list_models_names_the_builtin_models() -> None:
+    from pkkd_lightning.models.specs import BUILTIN_MODELS
 
-    assert set(MODELS) == set(choices(Arch)) == set(list_models())
+    assert set(BUILTIN_MODELS) == set(list_models()) == {
+        "resnet20", "resnet32", "resnet56", "vgg_small", "resnet18", "resnet50"
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize("name", IMAGENET)
