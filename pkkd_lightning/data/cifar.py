@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from torch.utils.data import Dataset
 from torchvision import transforms as T
@@ -32,6 +33,22 @@ CIFAR10_STD = (0.2023, 0.1994, 0.2010)
 # CIFAR-100's own channel statistics, as commonly used for it (the PKKD paper only quotes CIFAR-10's).
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+#: The class names of the official releases (``batches.meta`` / ``meta``), in label order.
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+# fmt: off
+CIFAR100_CLASSES = (
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle", "bowl", "boy",
+    "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle", "chair", "chimpanzee", "clock",
+    "cloud", "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur", "dolphin", "elephant", "flatfish", "forest",
+    "fox", "girl", "hamster", "house", "kangaroo", "keyboard", "lamp", "lawn_mower", "leopard", "lion", "lizard",
+    "lobster", "man", "maple_tree", "motorcycle", "mountain", "mouse", "mushroom", "oak_tree", "orange", "orchid",
+    "otter", "palm_tree", "pear", "pickup_truck", "pine_tree", "plain", "plate", "poppy", "porcupine", "possum",
+    "rabbit", "raccoon", "ray", "road", "rocket", "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper",
+    "snail", "snake", "spider", "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank", "telephone",
+    "television", "tiger", "tractor", "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf",
+    "woman", "worm",
+)
+# fmt: on
 
 
 def _existence_only(files: list[list[str]]) -> list[list[str | None]]:
@@ -80,6 +97,7 @@ class _CIFARDataModule(SplitDataModule):
     num_classes: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    release_classes: tuple[str, ...]
     _release: type[CIFAR10]
     _reader: type[CIFAR10]
 
@@ -172,6 +190,19 @@ class _CIFARDataModule(SplitDataModule):
         self.classes = list(dataset.classes)
         return dataset, dataset.targets
 
+    def export_info(self) -> dict[str, Any]:
+        """What a network trained on this data needs to classify new images: the class names (those of the data
+        read, once set up; else the official release's) and the evaluation transform (32x32 images, normalised
+        with ``mean`` and ``std``)."""
+        return {
+            "class_names": list(self.classes or self.release_classes),
+            "input_size": [32, 32],
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "resize": 32,
+            "crop": 32,
+        }
+
     def _transforms(self) -> tuple[Callable, Callable]:
         evaluate = T.Compose([T.ToTensor(), T.Normalize(self.mean, self.std)])
         if not self.augment:
@@ -187,7 +218,7 @@ class CIFAR10DataModule(_CIFARDataModule):
     )
 
     num_classes = 10
-    mean, std = CIFAR10_MEAN, CIFAR10_STD
+    mean, std, release_classes = CIFAR10_MEAN, CIFAR10_STD, CIFAR10_CLASSES
     _release, _reader = CIFAR10, _CIFAR10Batches
 
 
@@ -198,5 +229,5 @@ class CIFAR100DataModule(_CIFARDataModule):
     )
 
     num_classes = 100
-    mean, std = CIFAR100_MEAN, CIFAR100_STD
+    mean, std, release_classes = CIFAR100_MEAN, CIFAR100_STD, CIFAR100_CLASSES
     _release, _reader = CIFAR100, _CIFAR100Batches

@@ -9,6 +9,7 @@ memory and set up in well under a second, which makes it the data of the demo co
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -106,6 +107,22 @@ class DigitsDataModule(SplitDataModule):
             self._build()
         dataset = self._splits[train]
         return dataset, dataset.tensors[1].tolist()
+
+    def export_info(self) -> dict[str, Any]:
+        """What a network trained on these digits needs to classify new images: the class names ``"0"``..``"9"``
+        and the evaluation transform (the image at ``image_size`` x ``image_size``, normalised with the training
+        split's mean and std, repeated over ``channels``). The digits are light strokes on a dark background."""
+        if self.mean is None:
+            self._build()
+        size = self.image_size
+        return {
+            "class_names": list(self.classes),
+            "input_size": [size, size],
+            "mean": [self.mean] * self.channels,
+            "std": [self.std] * self.channels,
+            "resize": size,
+            "crop": size,
+        }
 
     def _transforms(self) -> tuple[Callable, Callable]:
         normalize = T.Normalize([self.mean] * self.channels, [self.std] * self.channels)

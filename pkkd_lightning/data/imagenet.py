@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from torch.utils.data import Dataset
@@ -79,6 +80,21 @@ class ImageNetDataModule(SplitDataModule):
         """Number of class folders in ``train/`` (1000 while it does not exist)."""
         train_dir = self.data_dir / "train"
         return len(find_classes(train_dir)[0]) if train_dir.is_dir() else 1000
+
+    def export_info(self) -> dict[str, Any]:
+        """What a network trained on this data needs to classify new images: the class names (the folders of
+        ``train/``; None while it does not exist) and the evaluation transform (shorter side resized to
+        ``resize_size``, centre crop ``image_size``, ImageNet mean and std)."""
+        train_dir = self.data_dir / "train"
+        class_names = self.classes or (find_classes(train_dir)[0] if train_dir.is_dir() else None)
+        return {
+            "class_names": list(class_names) if class_names else None,
+            "input_size": [self.image_size, self.image_size],
+            "mean": list(IMAGENET_DEFAULT_MEAN),
+            "std": list(IMAGENET_DEFAULT_STD),
+            "resize": self.resize_size,
+            "crop": self.image_size,
+        }
 
     def _build_transforms(self) -> tuple[Callable, Callable]:
         normalize = T.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch.nn as nn
 
 from pkkd_lightning.models import build_model
 from pkkd_lightning.ops import Adder2d
+from pkkd_lightning.ops.portable import PortableAdder2d, portable_copy
 from pkkd_lightning.tools.op_counter import ADD_PJ, MUL_PJ, count_ops, main
 
 #: ResNet-18 stem: 64 filters of 3x7x7 over a 112x112 output.
@@ -60,3 +63,28 @@ def test_command_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert "layer3.2.conv2" in out and "total" in out
     # ResNet-20 on CIFAR: about 41M multiply-adds.
     assert counts.mul == pytest.approx(41e6, rel=0.02)
+
+
+@pytest.mark.parametrize("layer", [nn.Conv2d, Adder2d, PortableAdder2d])
+def test_grouped_layers_sum_over_their_group_only(layer: type) -> None:
+    model = layer(6, 4, 3, padding=1, groups=2, bias=False)  # every output sums 6 / 2 channels * 9 taps
+    (row,) = count_ops(model, (2, 6, 5, 5)).layers
+    macs = 2 * 4 * 3 * 9 * 5 * 5
+    assert (row.mul, row.add) == ((macs, macs) if layer is nn.Conv2d else (0, 2 * macs))
+
+
+def test_a_portable_copy_counts_like_the_original() -> None:
+    model = build_model("resnet20", "adder")
+    original, portable = count_ops(model, (1, 3, 32, 32)), count_ops(portable_copy(model), (1, 3, 32, 32))
+    assert portable.by_type() == original.by_type()
+
+
+def test_command_line_reads_a_student_file(ann_student: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    counts = main(["--model", str(ann_student)])
+    assert counts.input_size == (1, 3, 8, 8)  # as the file records
+    assert counts.by_type() == count_ops(build_model("resnet20", "adder"), (1, 3, 8, 8)).by_type()
+    assert "resnet20 (adder, 10 classes)" in capsys.readouterr().out
+    assert main(["--model", str(ann_student), "--input-size", "16"]).input_size == (1, 3, 16, 16)
+    with pytest.raises(SystemExit):
+        main(["--model", str(ann_student.with_name("absent.ckpt"))])
+    assert "checkpoint not found" in capsys.readouterr().err
