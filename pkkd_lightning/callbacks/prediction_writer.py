@@ -14,8 +14,22 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from pkkd_lightning.atomic_io import atomic_open
 
 
+def predicted_files(datamodule: Any) -> list[str] | None:
+    """The file of every item of the data module's prediction split (its test split, in order), where the data
+    reads files (an ImageFolder underneath, as CIFAR's and ImageNet's JPEG trees, or an image-folder data set)."""
+    dataset = getattr(datamodule, "test_set", None)
+    samples = getattr(getattr(dataset, "base", None), "samples", None)
+    indices = getattr(dataset, "indices", None)
+    if samples is None or indices is None:
+        return None
+    return [samples[index][0] for index in indices]
+
+
 class PredictionWriter(BasePredictionWriter):
-    """Write one CSV row per sample: ``index, prediction, confidence[, target]``.
+    """Write one CSV row per sample: ``index[, path], prediction[, class], confidence[, target]``.
+
+    ``index`` is the item's position in the prediction split; ``path`` its file and ``class`` the predicted class's
+    name, where the data module knows them (``predicted_files``, its ``classes``).
 
     Args:
         output_path: the CSV file; ``None`` writes ``predictions.csv`` (``predictions_rank<r>.csv`` under DDP)
@@ -44,9 +58,24 @@ class PredictionWriter(BasePredictionWriter):
     ) -> None:
         batches = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
         columns = {key: torch.cat([batch[key] for batch in batches]).tolist() for key in batches[0]}
+        indices = self._item_indices(batch_indices, len(columns["prediction"]))
+        datamodule = getattr(trainer, "datamodule", None)
+        files = predicted_files(datamodule)
+        if files is not None:
+            columns = {"path": [files[i] for i in indices], **columns}
+        if classes := list(getattr(datamodule, "classes", None) or []):
+            columns = {**columns, "class": [classes[label] for label in columns["prediction"]]}
         self.written = self._path(trainer)
         with atomic_open(self.written, "w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(["index", *columns])
-            for index, row in enumerate(zip(*columns.values())):
+            for index, row in zip(indices, zip(*columns.values())):
                 writer.writerow([index, *row])
+
+    @staticmethod
+    def _item_indices(batch_indices: Sequence[Any], count: int) -> list[int]:
+        """The prediction split's item index of every row: the sampler's (under DDP each process predicts a
+        subset) when Lightning recorded it, else the rows' order."""
+        per_batch = batch_indices[0] if batch_indices and isinstance(batch_indices[0], list) else batch_indices
+        flat = [int(i) for batch in per_batch or [] for i in batch]
+        return flat if len(flat) == count else list(range(count))

@@ -4,6 +4,7 @@ DDP too."""
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -102,6 +103,16 @@ def test_your_own_factory_trains_from_your_working_directory(my_data: Path, tmp_
     check_fitted_and_tested(result, tmp_path / "runs", project, my_data)
     state = torch.load(tmp_path / "runs" / "version_0" / "student.pt", weights_only=False)["state_dict"]
     assert state["3.weight"].shape == (8, 1, 3, 3)  # the depthwise layer, an adder layer in the student
+    last = tmp_path / "runs" / "version_0" / "checkpoints" / "last.ckpt"
+    predicted = run_in(project, "predict", "--config", str(REPO_ROOT / CONFIG), "--data.init_args.data_dir",
+                       str(my_data), "--data.init_args.image_size", "32", "--trainer.accelerator", "cpu",
+                       "--model.arch", "my_nets:small_net", "--ckpt_path", str(last),
+                       "--trainer.default_root_dir", str(tmp_path / "predict"))  # fmt: skip
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    with (tmp_path / "predict" / "version_0" / "predictions.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 12 and rows[0]["path"] == str(my_data / "test" / "cat" / "0000.jpg")
+    assert all(row["class"] == CLASSES[int(row["prediction"])] for row in rows)
 
 
 def test_an_unknown_architecture_is_refused_before_training_with_close_matches(my_data: Path, tmp_path: Path):

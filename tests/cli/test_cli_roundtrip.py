@@ -108,6 +108,8 @@ def test_predict_writes_one_row_per_test_sample(fitted: Path, run_cli):
     assert len(rows) == len(data.test_set)
     assert [int(row["index"]) for row in rows] == list(range(len(rows)))
     assert [int(row["target"]) for row in rows] == [int(y) for _, y in data.test_set]
+    assert all(row["class"] == data.classes[int(row["prediction"])] for row in rows)  # the digits' class names
+    assert not list(written[0].parent.glob("checkpoints/*.ckpt"))  # predicting copies no checkpoint
     accuracy = sum(row["prediction"] == row["target"] for row in rows) / len(rows)
     after_fit = last_metrics(version_dir(fitted, 0) / "metrics.csv")
     assert accuracy == pytest.approx(after_fit["test/student_acc1"], abs=1e-6)
