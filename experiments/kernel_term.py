@@ -1,0 +1,128 @@
+"""Why PKKD's kernel feature term fades at length: the variants that test each suspect, on the 24-epoch protocol.
+
+The convergence study (``experiments/convergence.py``) found that at 48 epochs the feature term adds nothing
+measurable over distillation from the soft logits alone (``pkkd`` - ``pkkd_logits`` = +0.22, t = 0.4), after +1.28
+(t = 4.3) at 24 epochs, and that its gradient share at the distilled layers falls to about 0 after some 250 steps.
+Each variant below changes one suspect of the calibrated PKKD setting (``convergence.NEW_PKKD``: lambda 0.1,
+beta 0 -> 0.5 over the run) on the convergence study's 24-epoch protocol (same config, data and overrides), so that
+its runs pair with ``pkkd_seed<k>`` and ``pkkd_logits_seed<k>`` in ``experiments/results/convergence``:
+
+| variant            | suspect tested                                                                    |
+|--------------------|-----------------------------------------------------------------------------------|
+| `pkkd_notransform` | the training-only 1x1 transform absorbs the mismatch (no transform at all)        |
+| `pkkd_lam0.3`      | lambda 0.1, calibrated at 10-24 epochs, is too weak (three times stronger)         |
+| `pkkd_lam1`        | likewise (ten times stronger; the paper's value)                                  |
+| `pkkd_lamgrow`     | the term matters late, when the logits are fitted (lambda 0.1 -> 1 over the run)   |
+
+Every run logs the gradient shares of the student's terms at the distilled layers every 100 steps
+(``train/grad_share/<layer>/<term>``), as the convergence runs do. Choices are read on validation only.
+
+Usage::
+
+    python -m experiments.kernel_term run --jobs 1          # resumable; about 25-45 min a run on one core
+    python -m experiments.kernel_term summarize             # docs/results_kernel_term.md
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+
+from experiments.calibration import schedule
+from experiments.convergence import CONFIG, DATA, EPOCHS, NEW_PKKD
+from experiments.convergence import OUT as CONVERGENCE_OUT
+from experiments.runner import REPO, Run, experiment_parser, run_all
+from experiments.summary import final_test, load_results, paired
+from pkkd_lightning.analysis import read_run_metrics
+
+OUT = REPO / "experiments" / "results" / "kernel_term"
+SEEDS = (0,)
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "pkkd_notransform": (*NEW_PKKD, "--model.linear_transform", "false"),
+    "pkkd_lam0.3": (*NEW_PKKD, "--model.feature_weight", "0.3"),
+    "pkkd_lam1": (*NEW_PKKD, "--model.feature_weight", "1.0"),
+    "pkkd_lamgrow": (*NEW_PKKD, *schedule("feature_weight", "linear", 0.1, 1.0)),
+}
+#: The convergence study's runs the variants are read against (same protocol and seeds).
+BASELINES = ("pkkd", "pkkd_logits")
+#: Validation accuracy is read as the mean of the last epochs (the curve's end is flat under the cosine schedule).
+LAST_EPOCHS = 6
+
+
+def runs(variants: Sequence[str] = tuple(VARIANTS), seeds: Sequence[int] = SEEDS) -> list[Run]:
+    """Every (seed, variant) on the convergence study's 24-epoch protocol, seeds outermost."""
+    common = (*DATA, "--trainer.max_epochs", str(EPOCHS), "--model.grad_share_every_n_steps", "100")
+    return [Run(f"{v}_seed{s}", CONFIG, (*VARIANTS[v], *common), s) for s in seeds for v in variants]
+
+
+def late_validation(result: dict, last: int = LAST_EPOCHS) -> float:
+    """Mean student validation accuracy (%) over the run's last ``last`` epochs."""
+    return statistics.mean(100 * value for _, value in result["val_curve"][-last:])
+
+
+def feature_share(run_dir: Path, steps: tuple[int, int]) -> float | None:
+    """Mean gradient share of the feature term over the distilled layers, for logged steps in ``[start, end)``."""
+    metrics = read_run_metrics(run_dir / "fit")
+    values = [
+        point.value
+        for name, series in metrics.items()
+        if name.startswith("train/grad_share/") and name.endswith("/features")
+        for point in series
+        if point.step is not None and steps[0] <= point.step < steps[1]
+    ]
+    return statistics.mean(values) if values else None
+
+
+def summarize(out: Path, baseline_out: Path = CONVERGENCE_OUT) -> str:
+    """Test (final weights) and late validation per method, paired by seed with the baselines, and the feature
+    term's gradient share early and late in the run."""
+    arms = {m: (baseline_out, load_results(baseline_out, m)) for m in BASELINES}
+    arms.update({v: (out, load_results(out, v)) for v in VARIANTS})
+    scores = {
+        method: ({s: final_test(r) for s, r in by_seed.items()}, {s: late_validation(r) for s, r in by_seed.items()})
+        for method, (_, by_seed) in arms.items()
+    }
+    lines = [
+        f"| method | seeds | test % (final) | val % (last {LAST_EPOCHS} epochs) | "
+        + " | ".join(f"- {b}: test / val (paired)" for b in BASELINES)
+        + " | feature grad share, steps 0-300 | steps 1000-1872 |",
+        "|---" * (5 + len(BASELINES)) + "|",
+    ]
+    for method, (folder, by_seed) in arms.items():
+        if not by_seed:
+            continue
+        test, val = scores[method]
+        paired_cells = [
+            "-" if base == method else f"{paired(test, scores[base][0])[1]} / {paired(val, scores[base][1])[1]}"
+            for base in BASELINES
+        ]
+        early = [feature_share(folder / f"{method}_seed{s}", (0, 300)) for s in by_seed]
+        late = [feature_share(folder / f"{method}_seed{s}", (1000, 10**9)) for s in by_seed]
+        lines.append(
+            f"| {method} | {', '.join(map(str, sorted(by_seed)))} | {statistics.mean(test.values()):.2f} | "
+            f"{statistics.mean(val.values()):.2f} | {' | '.join(paired_cells)} | {_mean_or_dash(early)} | "
+            f"{_mean_or_dash(late)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _mean_or_dash(values: list[float | None]) -> str:
+    known = [v for v in values if v is not None]
+    return f"{statistics.mean(known):.3f}" if known else "-"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = experiment_parser(__doc__, OUT)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        run_all(runs(args.variants, args.seeds), args.out, args.jobs, args.threads)
+    table = summarize(args.out)
+    (REPO / "docs" / "results_kernel_term.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

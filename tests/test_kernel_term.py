@@ -1,0 +1,40 @@
+"""The kernel-term study's runs (one suspect changed per variant, on the convergence protocol) and its summary,
+on hand-written ``result.json`` and ``metrics.csv`` files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from experiments import convergence, kernel_term
+from tests.test_convergence_summary import write_result
+
+
+def write_shares(run: Path, shares: dict[int, float]) -> None:
+    folder = run / "fit" / "version_0"
+    folder.mkdir(parents=True)
+    rows = "".join(f"{step},0,{value}\n" for step, value in shares.items())
+    (folder / "metrics.csv").write_text("step,epoch,train/grad_share/layer1.2.conv2/features\n" + rows)
+
+
+def test_each_variant_is_the_calibrated_pkkd_on_the_convergence_protocol_with_one_change():
+    runs = {run.name: run for run in kernel_term.runs()}
+    assert set(runs) == {f"{v}_seed0" for v in kernel_term.VARIANTS}
+    for run in runs.values():
+        assert run.config == convergence.CONFIG and run.args[: len(convergence.NEW_PKKD)] == convergence.NEW_PKKD
+        assert run.args[run.args.index("--trainer.max_epochs") + 1] == str(convergence.EPOCHS)
+    assert runs["pkkd_notransform_seed0"].args[len(convergence.NEW_PKKD) :][:2] == ("--model.linear_transform", "false")
+
+
+def test_summary_pairs_variants_with_the_baselines_by_seed_and_reads_the_gradient_shares(tmp_path: Path):
+    baselines, variants = tmp_path / "convergence", tmp_path / "kernel_term"
+    curve = [0.5] * 10
+    write_result(baselines, "pkkd_seed0", 0, 0.62, curve)
+    write_result(baselines, "pkkd_seed1", 1, 0.64, curve)
+    write_result(baselines, "pkkd_logits_seed0", 0, 0.61, [0.4] * 10)
+    write_result(variants, "pkkd_lam1_seed0", 0, 0.65, [0.6] * 10)
+    write_shares(variants / "pkkd_lam1_seed0", {100: 0.2, 200: 0.4, 1100: 0.01, 1800: 0.03})
+    table = kernel_term.summarize(variants, baselines)
+    lam1 = next(line for line in table.splitlines() if line.startswith("| pkkd_lam1 |"))
+    assert "| 0 | 65.00 | 60.00 | +3.00 / +10.00 | +4.00 / +20.00 | 0.300 | 0.020 |" in lam1
+    pkkd = next(line for line in table.splitlines() if line.startswith("| pkkd |"))
+    assert "| 0, 1 | 63.00 |" in pkkd and "| - |" in pkkd and pkkd.endswith("| - | - |")
