@@ -40,5 +40,7 @@ def test_an_exported_student_loads_and_a_mismatch_names_both_architectures_brief
     message = str(error.value)
     assert str(path) in message and "arch=resnet20" in message and "arch=resnet32" in message
     assert "missing keys 72 (layer1.3.conv1.weight" in message and len(message) < 600
-    with pytest.raises(ValueError, match=r"different shapes 5 \(fc.weight \(10, 64, 1, 1\) vs \(100, 64, 1, 1\), fc_bn.weight"):
+    with pytest.raises(
+        ValueError, match=r"different shapes 5 \(fc.weight \(10, 64, 1, 1\) vs \(100, 64, 1, 1\), fc_bn.weight"
+    ):
         load_network_weights(build_model("resnet20", "conv", 100), path)

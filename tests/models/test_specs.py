@@ -29,7 +29,9 @@ def test_a_timm_model_builds_as_twins_with_the_same_keys_and_official_adder_init
     assert cnn.state_dict().keys() == ann.state_dict().keys()
     assert cnn(torch.randn(2, 3, 32, 32)).shape == ann(torch.randn(2, 3, 32, 32)).shape == (2, 7)
     adders = [m for m in ann.modules() if isinstance(m, Adder2d)]
-    assert adders and all(0.8 < float(m.weight.detach().std()) < 1.2 for m in adders if m.weight.numel() > 500)  # N(0, 1)
+    assert adders and all(
+        0.8 < float(m.weight.detach().std()) < 1.2 for m in adders if m.weight.numel() > 500
+    )  # N(0, 1)
     first_conv = next(path for path, m in ann.named_modules() if isinstance(m, nn.Conv2d))
     assert not isinstance(ann.get_submodule(first_conv), Adder2d)  # the stem stays a convolution
 
