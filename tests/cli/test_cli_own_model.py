@@ -78,7 +78,7 @@ def check_fitted_and_tested(result: subprocess.CompletedProcess, root: Path, cwd
     assert student["class_names"] == CLASSES and student["input_size"] == [32, 32]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "pkkd_lightning.tools.op_counter", "--model", str(run / "student.pt")]
-    counted = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    counted = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     assert counted.returncode == 0, counted.stderr[-3000:]
     assert "adder" in counted.stdout
 
