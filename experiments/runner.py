@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pkkd_lightning.analysis import read_metrics_csv, read_run_metrics
+from pkkd_lightning.run_dirs import newest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CIFAR10 = REPO.parent / "shared" / "data" / "cifar10-jpeg"
@@ -50,11 +51,6 @@ class Run:
     args: tuple[str, ...]
     seed: int
     test_args: tuple[str, ...] = field(default=())
-
-
-def newest(paths: Sequence[Path]) -> Path | None:
-    """The most recently modified of ``paths`` (``None`` when there are none)."""
-    return max(paths, key=lambda p: p.stat().st_mtime) if paths else None
 
 
 def _cli(args: Sequence[str], log: Path, threads: int) -> float:
