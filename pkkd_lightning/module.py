@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 
 from pkkd_lightning.distill import Centering, FeatureSpace, KernelDistiller, LossWeightName, LossWeights
-from pkkd_lightning.distill.diagnostics import gradient_shares
+from pkkd_lightning.distill.diagnostics import gradient_shares, kernel_statistics
 from pkkd_lightning.distill.kernels import SigmaSpec
 from pkkd_lightning.distill.objective import student_terms, teacher_terms
 from pkkd_lightning.distill.taps import default_tap_paths
@@ -71,9 +71,9 @@ class PKKDModule(L.LightningModule):
         lr_schedule: ``cosine`` (per step, to zero over the run) or ``constant``.
         eta: AdderNet's adaptive learning-rate coefficient for every adder layer; ``None`` disables it.
         adder_backend: implementation of the adder layers (see :data:`pkkd_lightning.ops.BACKENDS`).
-        grad_share_every_n_steps: log the gradient shares of the student's loss terms at the distilled layers
-            every N training steps (``train/grad_share/<layer>/<term>``; 0 = never). Each costs a backward
-            pass per term.
+        grad_share_every_n_steps: every N training steps log the gradient shares of the student's loss terms at
+            the distilled layers (``train/grad_share/<layer>/<term>``) and the kernel maps' statistics
+            (``train/kernel/<layer>/<statistic>``); 0 = never. Each costs a backward pass per term.
     """
 
     def __init__(
@@ -169,22 +169,28 @@ class PKKDModule(L.LightningModule):
         """Student logits (what the exported model computes)."""
         return self.student(x)
 
-    def compute_losses(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    def compute_losses(
+        self, x: torch.Tensor, y: torch.Tensor, kernel_stats: bool = False
+    ) -> dict[str, torch.Tensor]:
         """Every loss term for one batch; ``loss`` is the sum that is back-propagated.
 
         ``student/<part>`` are the weighted parts of ``L_A`` (``labels``, ``soft_logits``, ``features``) and sum to
-        ``student``; ``feature/<point>`` are the distillation points' unweighted matching losses.
+        ``student``; ``feature/<point>`` are the distillation points' unweighted matching losses. With
+        ``kernel_stats`` (and a distiller), ``kernel/<point>/<statistic>`` adds the detached
+        :func:`~pkkd_lightning.distill.diagnostics.kernel_statistics` of every point.
         """
-        point_losses = {}
+        point_losses, kernel_terms = {}, {}
         if self.distiller is not None:
-            out = self.distiller(x, train_teacher=self.teacher_trainable)
+            out = self.distiller(x, train_teacher=self.teacher_trainable, return_features=kernel_stats)
             z_student, z_teacher, point_losses = out.student_logits, out.teacher_logits, out.losses
+            for point, features in (out.features or {}).items():
+                kernel_terms.update({f"kernel/{point}/{k}": v for k, v in kernel_statistics(features).items()})
         else:
             z_student, z_teacher = self.student(x), None
             if self.teacher is not None:
                 with torch.no_grad():
                     z_teacher = self.teacher(x)
-        terms = student_terms(z_student, z_teacher, y, point_losses, self.loss_weights)
+        terms = student_terms(z_student, z_teacher, y, point_losses, self.loss_weights) | kernel_terms
         terms["loss"] = terms["student"]
         if self.teacher_trainable:
             terms.update(teacher_terms(z_teacher, z_student, y, self.loss_weights.tau, self.hparams.mutual_weight))
@@ -193,12 +199,13 @@ class PKKDModule(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, Any]:
         """The summed loss, and the names of any non-finite terms (``DivergenceGuard`` stops the run on them)."""
-        terms = self.compute_losses(*batch)
+        every = self.hparams.grad_share_every_n_steps
+        diagnose = bool(self.distiller is not None and every and self.global_step % every == 0)
+        terms = self.compute_losses(*batch, kernel_stats=diagnose)
         self.log_dict({f"train/{k}": v.detach() for k, v in terms.items() if k != "loss"})
         self.log("train/loss", terms["loss"].detach(), prog_bar=True)
         self.log_dict({f"train/{k}": float(v) for k, v in asdict(self.loss_weights).items()})
-        every = self.hparams.grad_share_every_n_steps
-        if self.distiller is not None and every and self.global_step % every == 0:
+        if diagnose:
             self._log_gradient_shares(terms)
         finite = bool(torch.isfinite(terms["loss"]))  # every term reaches the sum (a NaN survives a weight of 0)
         non_finite = [] if finite else [name for name, value in terms.items() if not torch.isfinite(value)]

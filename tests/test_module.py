@@ -217,4 +217,10 @@ def test_gradient_shares_are_logged_at_every_distilled_layer(batch):
     for point in POINTS:
         shares = [logged[f"train/grad_share/{point}/{term}"] for term in ("labels", "soft_logits", "features")]
         assert sum(shares) == pytest.approx(1.0) and all(0 < s < 1 for s in shares)
+        stats = {k: logged[f"train/kernel/{point}/{k}"] for k in ("loss_before_transform", "loss_after_transform")}
+        assert stats["loss_after_transform"] == pytest.approx(logged[f"train/feature/{point}"].item())
+        # rho starts as the identity, so the loss before it is the loss after it
+        assert stats["loss_before_transform"] == pytest.approx(stats["loss_after_transform"].item())
+        assert logged[f"train/kernel/{point}/student_spread"] > 0
     assert logged["train/beta"] == module.loss_weights.beta
+

@@ -37,12 +37,15 @@ class PointFeatures:
         teacher_raw: the teacher layer's output (for a convolution ``Y_C = x.f``).
         student: the student side of the matching loss.
         teacher: the teacher side of the matching loss (the target; the loss detaches it).
+        student_untransformed: the student side before a head's trainable map (PKKD's 1x1 transform); ``None``
+            when the head has none, i.e. it equals ``student``.
     """
 
     student_raw: torch.Tensor
     teacher_raw: torch.Tensor
     student: torch.Tensor
     teacher: torch.Tensor
+    student_untransformed: torch.Tensor | None = None
 
 
 @dataclass
@@ -139,9 +142,10 @@ class KernelHead(nn.Module):
         self.transform = identity_1x1(channels) if linear_transform else nn.Identity()
 
     def forward(self, student: TapRecord, teacher: TapRecord) -> PointFeatures:
-        """The four feature maps of this point, each of the layer's output shape."""
+        """The feature maps of this point, each of the layer's output shape."""
+        student_kernel = self.student_kernel(student)
         return PointFeatures(
-            student.output, teacher.output, self.transform(self.student_kernel(student)), self.teacher_kernel(teacher)
+            student.output, teacher.output, self.transform(student_kernel), self.teacher_kernel(teacher), student_kernel
         )
 
 
