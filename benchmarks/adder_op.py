@@ -1,15 +1,17 @@
-"""Adder layer vs conv2d: time and peak memory at the ResNet-20 layer shapes, side by side in one run.
+"""Adder layer vs conv2d: time and peak memory at the ResNet-20 layer shapes (and others), side by side in one run.
 
 Every number is printed as a ratio to ``conv2d`` measured in the same process, because absolute times on a
-shared machine drift. Peak memory is the growth of the process's peak resident set (CPU, Linux: the peak is
-reset through ``/proc/self/clear_refs`` before each measurement, and glibc is told to return large blocks to
-the system so that freed memory is not silently reused) or ``torch.cuda.max_memory_allocated`` (CUDA).
+shared machine drift; the forward+backward ratio also against its bound, ``FLOOR_FWD_BWD``. Peak memory is the
+growth of the process's peak resident set (CPU, Linux: the peak is reset through ``/proc/self/clear_refs`` before
+each measurement, and glibc is told to return large blocks to the system so that freed memory is not silently
+reused) or ``torch.cuda.max_memory_allocated`` (CUDA).
 
 Usage::
 
     python benchmarks/adder_op.py                 # CPU, batch 64, all methods (``native`` CPU-, ``triton`` GPU-only)
     python benchmarks/adder_op.py --device cuda   # on a GPU
     python benchmarks/adder_op.py --methods conv2d fused --batch 128
+    python benchmarks/adder_op.py --shapes small grouped --methods conv2d native   # timm-like late and depthwise
 """
 
 from __future__ import annotations
@@ -28,8 +30,14 @@ import torch
 import torch.nn.functional as F
 
 from pkkd_lightning.ops import adder2d
+from pkkd_lightning.ops.native_backend import kernel_build
 
 METHODS = ("conv2d", "reference", "unfold", "fused", "native", "triton")
+#: Adder forward+backward / conv2d forward+backward at conv's efficiency. Per multiply-accumulate of a convolution
+#: (one fused multiply-add), the adder forward needs a min and an add (``|x - f| = x + f - 2 min(x, f)``, the sums
+#: of patches and filters taken once), the input gradient ``G * HardTanh(F - X)`` a subtract, a max, a min and a
+#: multiply-add, and the weight gradient is a convolution's (eq. 5): (2 + 4 + 1) / 3 = 2.33.
+FLOOR_FWD_BWD = 7 / 3
 
 
 @dataclass(frozen=True)
@@ -41,21 +49,35 @@ class LayerShape:
     kernel_size: int
     stride: int
     padding: int
+    groups: int = 1
 
 
-RESNET20_SHAPES = (
-    LayerShape("16ch@32x32 3x3", 16, 16, 32, 3, 1, 1),
-    LayerShape("32ch@16x16 3x3", 32, 32, 16, 3, 1, 1),
-    LayerShape("64ch@8x8 3x3", 64, 64, 8, 3, 1, 1),
-    LayerShape("16->32 1x1 s2", 16, 32, 32, 1, 2, 0),
-)
+SHAPES = {
+    "resnet20": (
+        LayerShape("16ch@32x32 3x3", 16, 16, 32, 3, 1, 1),
+        LayerShape("32ch@16x16 3x3", 32, 32, 16, 3, 1, 1),
+        LayerShape("64ch@8x8 3x3", 64, 64, 8, 3, 1, 1),
+        LayerShape("16->32 1x1 s2", 16, 32, 32, 1, 2, 0),
+    ),
+    # the late stages of ResNet/MobileNet-style networks on 32x32 images: maps of 4x4 down to 1x1
+    "small": (
+        LayerShape("256ch@4x4 3x3", 256, 256, 4, 3, 1, 1),
+        LayerShape("512ch@2x2 3x3", 512, 512, 2, 3, 1, 1),
+        LayerShape("512->1024 1x1@1", 512, 1024, 1, 1, 1, 0),
+    ),
+    "grouped": (
+        LayerShape("dw 96ch@16x16", 96, 96, 16, 3, 1, 1, groups=96),
+        LayerShape("dw 384ch@8x8", 384, 384, 8, 3, 1, 1, groups=384),
+        LayerShape("g4 64ch@8x8", 64, 64, 8, 3, 1, 1, groups=4),
+    ),
+}
 
 
 def layer_fn(method: str, shape: LayerShape) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The layer as a function of (input, weight) for one method."""
     if method == "conv2d":
-        return lambda x, w: F.conv2d(x, w, None, shape.stride, shape.padding)
-    return lambda x, w: adder2d(x, w, None, shape.stride, shape.padding, backend=method)
+        return lambda x, w: F.conv2d(x, w, None, shape.stride, shape.padding, 1, shape.groups)
+    return lambda x, w: adder2d(x, w, None, shape.stride, shape.padding, 1, shape.groups, backend=method)
 
 
 def _sync(device: torch.device) -> None:
@@ -102,7 +124,9 @@ def measure(method: str, shape: LayerShape, batch: int, device: torch.device, re
     """Forward time, forward+backward time and forward+backward peak memory of one method at one shape."""
     gen = torch.Generator(device="cpu").manual_seed(0)
     x = torch.randn(batch, shape.in_channels, shape.size, shape.size, generator=gen).to(device)
-    w = torch.randn(shape.out_channels, shape.in_channels, shape.kernel_size, shape.kernel_size, generator=gen)
+    w = torch.randn(
+        shape.out_channels, shape.in_channels // shape.groups, shape.kernel_size, shape.kernel_size, generator=gen
+    )
     w = w.to(device)
     fn = layer_fn(method, shape)
     xg, wg = x.clone().requires_grad_(), w.clone().requires_grad_()
@@ -131,21 +155,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--methods", nargs="+", choices=METHODS, help="default: every method the device runs")
+    parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=["resnet20"], help="layer shape sets")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     gpu_only, cpu_only = ("triton",), ("native",)
     requested = args.methods or [m for m in METHODS if m not in (gpu_only if device.type == "cpu" else cpu_only)]
     methods = ["conv2d"] + [m for m in requested if m != "conv2d"]
-    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, batch {args.batch}")
+    build = kernel_build() if device.type == "cpu" else torch.cuda.get_device_name(device)
+    print(f"torch {torch.__version__}, {build}, threads {torch.get_num_threads()}, batch {args.batch}")
+    print(f"f+b/floor: forward+backward / conv2d against the bound {FLOOR_FWD_BWD:.2f} (1.00 = at the bound)")
     print(f"{'shape':<16} {'method':<10} {'fwd ms':>9} {'fwd/conv':>9} {'f+b ms':>9} {'f+b/conv':>9} "
-          f"{'peak MiB':>9} {'mem/conv':>9}")  # fmt: skip
-    for shape in RESNET20_SHAPES:
+          f"{'f+b/floor':>9} {'peak MiB':>9} {'mem/conv':>9}")  # fmt: skip
+    for shape in (shape for name in args.shapes for shape in SHAPES[name]):
         results = {m: measure(m, shape, args.batch, device, args.repeats) for m in methods}
         base = results["conv2d"]
         for method, r in results.items():
+            fwd_bwd = r["fwdbwd_ms"] / base["fwdbwd_ms"]
+            floor = "" if method == "conv2d" else f"{fwd_bwd / FLOOR_FWD_BWD:.2f}"
             print(
                 f"{shape.name:<16} {method:<10} {r['fwd_ms']:9.2f} {r['fwd_ms'] / base['fwd_ms']:9.2f} "
-                f"{r['fwdbwd_ms']:9.2f} {r['fwdbwd_ms'] / base['fwdbwd_ms']:9.2f} "
+                f"{r['fwdbwd_ms']:9.2f} {fwd_bwd:9.2f} {floor:>9} "
                 f"{r['mem_bytes'] / 2**20:9.1f} {r['mem_bytes'] / max(base['mem_bytes'], 1):9.2f}"
             )
         if "reference" in results:

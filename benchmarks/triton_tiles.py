@@ -15,7 +15,7 @@ import argparse
 
 import torch
 import torch.nn.functional as F
-from adder_op import RESNET20_SHAPES, LayerShape, time_call
+from adder_op import SHAPES, LayerShape, time_call
 
 from pkkd_lightning.ops.geometry import AdderGeometry
 from pkkd_lightning.ops.triton_backend import (
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, batch {args.batch}, "
           f"cudnn tf32 {torch.backends.cudnn.allow_tf32}")  # fmt: skip
-    for shape in RESNET20_SHAPES:
+    for shape in SHAPES["resnet20"]:
         sweep(shape, args.batch, args.repeats)
 
 

@@ -169,9 +169,7 @@ class PKKDModule(L.LightningModule):
         """Student logits (what the exported model computes)."""
         return self.student(x)
 
-    def compute_losses(
-        self, x: torch.Tensor, y: torch.Tensor, kernel_stats: bool = False
-    ) -> dict[str, torch.Tensor]:
+    def compute_losses(self, x: torch.Tensor, y: torch.Tensor, kernel_stats: bool = False) -> dict[str, torch.Tensor]:
         """Every loss term for one batch; ``loss`` is the sum that is back-propagated.
 
         ``student/<part>`` are the weighted parts of ``L_A`` (``labels``, ``soft_logits``, ``features``) and sum to

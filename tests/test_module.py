@@ -223,4 +223,3 @@ def test_gradient_shares_are_logged_at_every_distilled_layer(batch):
         assert stats["loss_before_transform"] == pytest.approx(stats["loss_after_transform"].item())
         assert logged[f"train/kernel/{point}/student_spread"] > 0
     assert logged["train/beta"] == module.loss_weights.beta
-

@@ -26,6 +26,7 @@ from torch.utils.hooks import RemovableHandle
 
 from pkkd_lightning.models.structure import default_distill_points, trace_layers
 from pkkd_lightning.ops import Adder2d
+from pkkd_lightning.ops.window_sums import grouped_window_sums
 
 
 @dataclass
@@ -62,8 +63,7 @@ def patch_sq_norms(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     with torch.autocast(x.device.type, enabled=False):
         x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
         groups = conv.groups
-        ones = x.new_ones(groups, conv.in_channels // groups, *conv.kernel_size)
-        norms = F.conv2d(x.square(), ones, None, conv.stride, conv.padding, conv.dilation, groups)
+        norms = grouped_window_sums(x.square(), groups, conv.kernel_size, conv.stride, conv.padding, conv.dilation)
         return norms if groups == 1 else norms.repeat_interleave(conv.out_channels // groups, dim=1)
 
 

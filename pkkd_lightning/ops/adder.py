@@ -144,7 +144,7 @@ def _adder2d(
             )  # fmt: skip
     geom = AdderGeometry(tuple(weight.shape[2:]), stride, padding, dilation)
     _validate(input, weight, geom, groups)
-    runner = grouped_backend(get_backend(backend, input), groups, weight.shape[1])
+    runner = grouped_backend(get_backend(backend, input), groups, weight.shape[1], weight.shape[0] // groups)
     out = _AdderFunction.apply(input.contiguous(), weight, geom, runner, chunk_bytes)
     if bias is not None:
         out = out + bias.view(1, -1, 1, 1)

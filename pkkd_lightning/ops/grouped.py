@@ -2,14 +2,16 @@
 
 With ``g`` groups the weight is (C_out, C_in / g, kh, kw); output channel ``o`` belongs to group
 ``o // (C_out / g)`` and its L1 distance (AdderNet eq. 2) runs over that group's ``C_in / g`` input channels
-only. Gradients are AdderNet's (eqs. 5-6), per group. Two ways to compute it:
+only. Gradients are AdderNet's (eqs. 5-6), per group. Three ways to compute it:
 
-* :class:`PerGroupBackend` runs any backend once per group on channel slices and concatenates outputs and
+* ``native`` takes groups in its own kernels (:class:`~pkkd_lightning.ops.native_backend.NativeBackend`), with
+  channel-vectorised kernels for depthwise layers (one input channel and one filter per group).
+* :class:`PerGroupBackend` runs any other backend once per group on channel slices and concatenates outputs and
   gradients, so every backend supports groups without a kernel change. ``reference`` always takes this path.
 * :class:`VectorisedGroupsBackend` treats all groups at once in plain torch ops. Depthwise layers (MobileNet,
   EfficientNet) have hundreds of one-channel groups, where a call per group costs more than its arithmetic.
 
-:func:`grouped_backend` picks between them with :data:`VECTORISE_MAX_GROUP_CHANNELS`.
+:func:`grouped_backend` picks between them.
 """
 
 from __future__ import annotations
@@ -22,16 +24,18 @@ import torch.nn.functional as F
 
 from pkkd_lightning.ops.backends import AdderBackend, ReferenceBackend
 from pkkd_lightning.ops.geometry import AdderGeometry
+from pkkd_lightning.ops.native_backend import NativeBackend
 from pkkd_lightning.ops.weight_grad import adder_weight_grad
 
-#: Widest group (input channels per group) that goes through :class:`VectorisedGroupsBackend`: depthwise only.
-#: Forward + backward, float32, batch 32, 16x16, 3x3, padding 1, ``native`` for the per-group path, on this 2-core
-#: CPU shared with training jobs (best of 9, vectorised / per-group, ms; 1 thread | 2 threads):
-#: depthwise 96 channels 77 / 129 | 210 / 639; depthwise 384 channels 322 / 561 | 644 / 5543; depthwise with
-#: multiplier 2 (96 -> 192) 212 / 147 | 348 / 764; C_in / g = 2 146 / 49 | 227 / 441; C_in / g = 4 174 / 51 |
-#: 812 / 429. The vectorised path makes (C_in / g) * kh * kw rounds of 3-5 passes over an output-sized tensor;
-#: the native kernel computes 8 filters at a time (C_out / g = 1 wastes 7/8 of it) and each call has a fixed
-#: cost, which one-channel groups cannot amortise. (Against ``fused`` per group the crossing is near 4, ``unfold`` 8+.)
+#: Widest group (input channels per group) that goes through :class:`VectorisedGroupsBackend` when the backend
+#: has no grouped kernels of its own: depthwise only. Forward + backward, float32, batch 32, 16x16, 3x3, padding 1,
+#: ``native`` for the per-group path, on this 2-core CPU shared with training jobs (best of 9, vectorised /
+#: per-group, ms; 1 thread | 2 threads): depthwise 96 channels 77 / 129 | 210 / 639; depthwise 384 channels
+#: 322 / 561 | 644 / 5543; depthwise with multiplier 2 (96 -> 192) 212 / 147 | 348 / 764; C_in / g = 2 146 / 49 |
+#: 227 / 441; C_in / g = 4 174 / 51 | 812 / 429. The vectorised path makes (C_in / g) * kh * kw rounds of 3-5 passes
+#: over an output-sized tensor; each per-group call has a fixed cost, which one-channel groups cannot amortise.
+#: (Against ``fused`` per group the crossing is near 4, ``unfold`` 8+.) ``native``'s grouped kernels beat both
+#: except for depthwise layers with a channel multiplier (``benchmarks/adder_op.py --grouped``).
 VECTORISE_MAX_GROUP_CHANNELS = 1
 
 
@@ -117,14 +121,18 @@ class VectorisedGroupsBackend:
         return grad_input, grad_weight
 
 
-def grouped_backend(backend: AdderBackend, groups: int, group_channels: int) -> AdderBackend:
-    """The way ``backend`` runs a layer with ``groups`` groups of ``group_channels`` input channels each.
+def grouped_backend(backend: AdderBackend, groups: int, group_channels: int, group_filters: int) -> AdderBackend:
+    """The way ``backend`` runs a layer with ``groups`` groups of ``group_channels`` input channels and
+    ``group_filters`` filters each.
 
-    ``groups == 1`` is ``backend`` itself; ``reference`` and wide groups go group by group
+    ``groups == 1`` is ``backend`` itself; ``native`` runs every group in its own kernels except one-channel groups
+    with several filters (a depthwise channel multiplier); ``reference`` and wide groups go group by group
     (:class:`PerGroupBackend`); narrow groups (depthwise) go through :class:`VectorisedGroupsBackend`.
     """
     if groups == 1:
         return backend
+    if isinstance(backend, NativeBackend) and (group_channels > 1 or group_filters == 1):
+        return NativeBackend(groups)
     if isinstance(backend, ReferenceBackend) or group_channels > VECTORISE_MAX_GROUP_CHANNELS:
         return PerGroupBackend(backend, groups)
     return VectorisedGroupsBackend(groups)

@@ -1,12 +1,16 @@
 """The fast CPU path: hand-written C kernels (``csrc/adder_cpu.c``) loaded through ctypes.
 
-The kernels read the zero-padded input in place (implicit im2col), so the only extra memory is one padded copy
-of the input (and of its gradient in the backward pass), as for a convolution. The library is compiled on first
-use with the system C compiler (``cc``/``gcc``, about a second, ``-O3 -march=native``; ``$PKKD_LIGHTNING_MARCH``
+The forward reads the zero-padded input in place (implicit im2col) and vectorises over output channels; the input
+gradient works on channels-last copies of the input, the filters and the output gradient and vectorises over input
+channels (``csrc/adder_kernels.inc`` has the layouts). Nothing proportional to the patch count is allocated: the
+extra memory is a few copies of the input and output, as for a convolution. The library is compiled on first use
+with the system C compiler (``cc``/``gcc``, about a second, ``-O3 -march=native``; ``$PKKD_LIGHTNING_MARCH``
 chooses another target, e.g. ``x86-64-v2``) and cached under ``$PKKD_LIGHTNING_CACHE`` (default
 ``~/.cache/pkkd_lightning``), keyed by the source, the flags and the CPU, so a cache shared between machines never
-serves a binary built for another processor. Every output sums its terms in the same order whatever the vector
-width, so the target changes the speed, not the results.
+serves a binary built for another processor. The vector width is the target's widest (512-bit with AVX-512, 256
+with AVX2, 128 otherwise); ``$PKKD_LIGHTNING_VECTOR_BYTES`` (16, 32 or 64) sets another, emulated by the compiler
+where the target lacks it. Every output sums its terms in the same order whatever the width, so the width changes
+the speed, not the results; a target without fused multiply-add rounds the input gradient's products separately.
 """
 
 from __future__ import annotations
@@ -26,15 +30,28 @@ import torch.nn.functional as F
 
 from pkkd_lightning.ops.geometry import AdderGeometry
 from pkkd_lightning.ops.weight_grad import adder_weight_grad
+from pkkd_lightning.ops.window_sums import grouped_window_sums
 
 SOURCE_DIR = Path(__file__).parent / "csrc"
 
 
+VECTOR_BYTES = ("16", "32", "64")
+
+
 def compiler_flags() -> tuple[str, ...]:
-    """The build flags: ``-march`` from ``$PKKD_LIGHTNING_MARCH`` (default ``native``, the host's vector units)."""
+    """The build flags: ``-march`` from ``$PKKD_LIGHTNING_MARCH`` (default ``native``, the host's vector units) and
+    the vector width from ``$PKKD_LIGHTNING_VECTOR_BYTES`` (default: the target's widest).
+
+    Raises:
+        ValueError: ``$PKKD_LIGHTNING_VECTOR_BYTES`` is not 16, 32 or 64.
+    """
+    width = os.environ.get("PKKD_LIGHTNING_VECTOR_BYTES")
+    if width is not None and width not in VECTOR_BYTES:
+        raise ValueError(f"$PKKD_LIGHTNING_VECTOR_BYTES must be one of {', '.join(VECTOR_BYTES)}; got {width!r}")
     return (
         "-O3",
         f"-march={os.environ.get('PKKD_LIGHTNING_MARCH', 'native')}",
+        *((f"-DVBYTES={width}", "-Wno-psabi") if width else ()),
         "-std=c99",
         "-fPIC",
         "-shared",
@@ -46,16 +63,32 @@ def compiler_flags() -> tuple[str, ...]:
 OPENMP_FLAGS = ("-fopenmp",)
 SUPPORTED_DTYPES = (torch.float32, torch.float64)
 
-_DIMS = ("N", "C", "H", "W", "O", "KH", "KW", "SH", "SW", "DH", "DW", "HO", "WO")
+_DIMS = (
+    "N",
+    "C",
+    "H",
+    "W",
+    "O",
+    "G",
+    "KH",
+    "KW",
+    "SH",
+    "SW",
+    "DH",
+    "DW",
+    "HO",
+    "WO",
+    "NV",
+    "XH",
+    "XW",
+    "PH",
+    "PW",
+    "CP",
+)
 
 
 class _AdderArgs(ctypes.Structure):
-    _fields_ = [
-        ("x", ctypes.c_void_p),
-        ("w", ctypes.c_void_p),
-        ("g", ctypes.c_void_p),
-        ("out", ctypes.c_void_p),
-    ]
+    _fields_ = [(name, ctypes.c_void_p) for name in ("x", "w", "g", "sx", "sf", "out")]
     _fields_ += [(name, ctypes.c_long) for name in _DIMS]
 
 
@@ -66,6 +99,26 @@ def _cpu_fingerprint() -> str:
         info = ""
     lines = [line for line in info.splitlines() if line.startswith(("model name", "flags"))][:2]
     return platform.machine() + "|".join(lines)
+
+
+def host_vector_isa() -> str:
+    """The widest vector instruction set the CPU reports (``AVX-512``, ``AVX2``, ``AVX``, ``SSE2``, ``NEON``)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        info = ""
+    flags = {word for line in info.splitlines() if line.startswith(("flags", "Features")) for word in line.split()}
+    named = (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"), ("asimd", "NEON"), ("sse2", "SSE2"))
+    return next((name for flag, name in named if flag in flags), platform.machine())
+
+
+def kernel_build() -> str:
+    """What the native kernels were built for, for benchmark headers: ``AVX2 host, 256-bit kernels (-march=native)``."""
+    try:
+        bits = 8 * load_library().adder_vector_bytes()
+    except RuntimeError as error:
+        return f"{host_vector_isa()} host, no native kernels ({str(error).splitlines()[0]})"
+    return f"{host_vector_isa()} host, {bits}-bit kernels (-march={os.environ.get('PKKD_LIGHTNING_MARCH', 'native')})"
 
 
 def _cache_dir() -> Path:
@@ -88,18 +141,27 @@ def load_library() -> ctypes.CDLL:
     if not target.exists():
         _build(target)
     lib = ctypes.CDLL(str(target))
-    for name in ("adder_forward", "adder_input_grad"):
+    for name in ("adder_forward", "adder_input_grad", "adder_depthwise_forward", "adder_depthwise_input_grad"):
         getattr(lib, name).argtypes = [ctypes.POINTER(_AdderArgs), ctypes.c_int, ctypes.c_int]
         getattr(lib, name).restype = None
-    lib.adder_filter_block.restype = ctypes.c_int
+    for name in ("adder_vector_bytes", "adder_forward_block_vectors"):
+        getattr(lib, name).restype = ctypes.c_int
     return lib
 
 
-def pack_filters(weight: torch.Tensor, block: int) -> torch.Tensor:
-    """(C_out, C_in, kh, kw) filters as (ceil(C_out / block), k, block), zero-padded: the forward kernel's layout."""
-    w2d = weight.reshape(weight.shape[0], -1)
-    w2d = F.pad(w2d, (0, 0, 0, -w2d.shape[0] % block))
-    return w2d.reshape(-1, block, w2d.shape[1]).transpose(1, 2).contiguous()
+def pack_filters(weight: torch.Tensor, groups: int, block: int) -> torch.Tensor:
+    """(C_out, C_in / g, kh, kw) filters as (g, ceil(C_out / g / block), k, block), each group's filters zero-padded
+    to a multiple of ``block``: the forward kernel's layout."""
+    w = weight.reshape(groups, weight.shape[0] // groups, -1)
+    w = F.pad(w, (0, 0, 0, -w.shape[1] % block))
+    return w.reshape(groups, -1, block, w.shape[2]).transpose(2, 3).contiguous()
+
+
+def channels_last_groups(t: torch.Tensor, groups: int, padded_channels: int) -> torch.Tensor:
+    """(N, C, H, W) as (N, H, W, g, Cp): channels-last per group, each group's C / g channels zero-padded to Cp."""
+    n, c, h, w = t.shape
+    grouped = t.reshape(n, groups, c // groups, h, w).permute(0, 3, 4, 1, 2)
+    return F.pad(grouped, (0, padded_channels - c // groups)).contiguous()
 
 
 def _build(target: Path) -> None:
@@ -120,16 +182,18 @@ def _build(target: Path) -> None:
     raise RuntimeError("building the native adder kernels failed:\n" + "\n".join(errors))
 
 
-def _args(xp: torch.Tensor, weight: torch.Tensor, geom: AdderGeometry, out_hw: tuple[int, int]) -> _AdderArgs:
-    n, c, h, w = xp.shape
-    o, _, kh, kw = weight.shape
-    dims = (n, c, h, w, o, kh, kw, *geom.stride, *geom.dilation, *out_hw)
-    return _AdderArgs(xp.data_ptr(), weight.data_ptr(), None, None, *dims)
+def _geometry(geom: AdderGeometry) -> dict[str, int]:
+    (sh, sw), (dh, dw), (ph, pw) = geom.stride, geom.dilation, geom.padding
+    return {"SH": sh, "SW": sw, "DH": dh, "DW": dw, "PH": ph, "PW": pw}
 
 
 def _pad(x: torch.Tensor, geom: AdderGeometry) -> torch.Tensor:
     ph, pw = geom.padding
     return F.pad(x, (pw, pw, ph, ph)).contiguous() if ph or pw else x.contiguous()
+
+
+def _lanes(lib: ctypes.CDLL, dtype: torch.dtype) -> int:
+    return lib.adder_vector_bytes() * 8 // torch.finfo(dtype).bits
 
 
 def _check(x: torch.Tensor) -> None:
@@ -138,17 +202,33 @@ def _check(x: torch.Tensor) -> None:
 
 
 class NativeBackend:
-    """:class:`~pkkd_lightning.ops.backends.AdderBackend` running the C kernels (``chunk_bytes`` is unused:
-    nothing proportional to the patch count is ever allocated)."""
+    """:class:`~pkkd_lightning.ops.backends.AdderBackend` running the C kernels for ``groups`` groups (``chunk_bytes``
+    is unused: nothing proportional to the patch count is ever allocated)."""
+
+    def __init__(self, groups: int = 1) -> None:
+        self.groups = groups
 
     def forward(self, x, weight, geom, chunk_bytes):  # noqa: D102 - see AdderBackend
         _check(x)
+        if self._depthwise(weight):
+            return self._depthwise_forward(x, weight, geom)
         lib = load_library()
-        xp, packed = _pad(x, geom), pack_filters(weight, lib.adder_filter_block())
+        xp = _pad(x, geom)
+        n, c, h, w = xp.shape
+        o, _, kh, kw = weight.shape
+        lanes, group_filters = _lanes(lib, x.dtype), o // self.groups
+        vectors = 1 if group_filters <= lanes else lib.adder_forward_block_vectors()
+        packed = pack_filters(weight, self.groups, vectors * lanes)
+        # Sx, the min identity's patch sums (the padding is already in xp)
+        sx = grouped_window_sums(xp, self.groups, (kh, kw), geom.stride, (0, 0), geom.dilation).flatten(2)
+        sf = weight.reshape(o, -1).sum(1).contiguous()
         out_hw = geom.output_size(x.shape[2], x.shape[3])
-        out = x.new_empty(x.shape[0], weight.shape[0], *out_hw)
-        args = _args(xp, weight, geom, out_hw)
-        args.w, args.out = packed.data_ptr(), out.data_ptr()
+        out = x.new_empty(n, o, *out_hw)
+        dims = {"N": n, "C": c, "H": h, "W": w, "O": o, "G": self.groups, "KH": kh, "KW": kw, "NV": vectors}
+        args = _AdderArgs(
+            xp.data_ptr(), packed.data_ptr(), None, sx.data_ptr(), sf.data_ptr(), out.data_ptr(),
+            **dims, **_geometry(geom), HO=out_hw[0], WO=out_hw[1],
+        )  # fmt: skip
         lib.adder_forward(ctypes.byref(args), x.dtype == torch.float64, torch.get_num_threads())
         return out
 
@@ -156,14 +236,66 @@ class NativeBackend:
         _check(x)
         grad_input = grad_weight = None
         if need_input_grad:
-            xp, weight_c = _pad(x, geom), weight.contiguous()
-            grad_rows_first = grad_out.permute(0, 2, 1, 3).contiguous()  # (N, HO, O, WO): the kernel's layout
-            grad_padded = torch.empty_like(xp)
-            args = _args(xp, weight_c, geom, tuple(grad_out.shape[2:]))
-            args.g, args.out = grad_rows_first.data_ptr(), grad_padded.data_ptr()
-            load_library().adder_input_grad(ctypes.byref(args), x.dtype == torch.float64, torch.get_num_threads())
-            ph, pw = geom.padding
-            grad_input = grad_padded[:, :, ph : ph + x.shape[2], pw : pw + x.shape[3]]
+            depthwise = self._depthwise(weight)
+            grad_input = (self._depthwise_input_grad if depthwise else self._input_grad)(grad_out, x, weight, geom)
         if need_weight_grad:
-            grad_weight = adder_weight_grad(grad_out, x, weight, geom)
+            grad_weight = adder_weight_grad(grad_out, x, weight, geom, self.groups)
         return grad_input, grad_weight
+
+    def _input_grad(self, grad_out, x, weight, geom):
+        lib = load_library()
+        n, c, h, w = x.shape
+        o, group_channels, kh, kw = weight.shape
+        lanes = _lanes(lib, x.dtype)
+        cp = -(-group_channels // lanes) * lanes
+        x_last = channels_last_groups(x, self.groups, cp)  # (N, H, W, g, Cp)
+        # (g, kh, kw, Og, Cp): the filters of one tap and group, channels innermost
+        w_last = F.pad(
+            weight.reshape(self.groups, o // self.groups, group_channels, kh, kw), (0, 0, 0, 0, 0, cp - group_channels)
+        )
+        w_last = w_last.permute(0, 3, 4, 1, 2).contiguous()
+        g_last = grad_out.permute(0, 2, 3, 1).contiguous()  # (N, HO, WO, O)
+        out = torch.empty_like(x_last)
+        dims = {"N": n, "C": c, "O": o, "G": self.groups, "KH": kh, "KW": kw, "XH": h, "XW": w, "CP": cp}
+        args = _AdderArgs(
+            x_last.data_ptr(), w_last.data_ptr(), g_last.data_ptr(), None, None, out.data_ptr(),
+            **dims, **_geometry(geom), HO=grad_out.shape[2], WO=grad_out.shape[3],
+        )  # fmt: skip
+        lib.adder_input_grad(ctypes.byref(args), x.dtype == torch.float64, torch.get_num_threads())
+        return out[..., :group_channels].permute(0, 3, 4, 1, 2).reshape(n, c, h, w)
+
+    def _depthwise(self, weight: torch.Tensor) -> bool:
+        """One input channel and one filter per group: the channel-vectorised depthwise kernels."""
+        return self.groups > 1 and weight.shape[1] == 1 and weight.shape[0] == self.groups
+
+    def _depthwise_forward(self, x, weight, geom):
+        lib = load_library()
+        lanes, (n, c, _, _), (_, _, kh, kw) = _lanes(lib, x.dtype), x.shape, weight.shape
+        cp = -(-c // lanes) * lanes
+        x_last = channels_last_groups(_pad(x, geom), 1, cp)[:, :, :, 0]  # (N, H + 2 ph, W + 2 pw, Cp)
+        w_last = channels_last_groups(weight.view(1, c, kh, kw), 1, cp)[0, :, :, 0]  # (kh, kw, Cp)
+        ho, wo = geom.output_size(x.shape[2], x.shape[3])
+        out = x.new_empty(n, ho, wo, cp)
+        dims = {"N": n, "C": c, "H": x_last.shape[1], "W": x_last.shape[2], "O": c, "G": c, "KH": kh, "KW": kw}
+        args = _AdderArgs(
+            x_last.data_ptr(), w_last.data_ptr(), None, None, None, out.data_ptr(),
+            **dims, **_geometry(geom), HO=ho, WO=wo, CP=cp,
+        )  # fmt: skip
+        lib.adder_depthwise_forward(ctypes.byref(args), x.dtype == torch.float64, torch.get_num_threads())
+        return out[..., :c].permute(0, 3, 1, 2).contiguous()
+
+    def _depthwise_input_grad(self, grad_out, x, weight, geom):
+        lib = load_library()
+        lanes, (n, c, h, w), (_, _, kh, kw) = _lanes(lib, x.dtype), x.shape, weight.shape
+        cp = -(-c // lanes) * lanes
+        x_last = channels_last_groups(x, 1, cp)[:, :, :, 0]  # (N, H, W, Cp)
+        w_last = channels_last_groups(weight.view(1, c, kh, kw), 1, cp)[0, :, :, 0]  # (kh, kw, Cp)
+        g_last = channels_last_groups(grad_out, 1, cp)[:, :, :, 0]  # (N, HO, WO, Cp)
+        out = torch.empty_like(x_last)
+        dims = {"N": n, "C": c, "O": c, "G": c, "KH": kh, "KW": kw, "XH": h, "XW": w, "CP": cp}
+        args = _AdderArgs(
+            x_last.data_ptr(), w_last.data_ptr(), g_last.data_ptr(), None, None, out.data_ptr(),
+            **dims, **_geometry(geom), HO=grad_out.shape[2], WO=grad_out.shape[3],
+        )  # fmt: skip
+        lib.adder_depthwise_input_grad(ctypes.byref(args), x.dtype == torch.float64, torch.get_num_threads())
+        return out[..., :c].permute(0, 3, 1, 2).contiguous()

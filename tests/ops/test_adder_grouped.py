@@ -14,20 +14,22 @@ from pkkd_lightning.ops import Adder2d, adder2d, grouped, rescale_adder_gradient
 from pkkd_lightning.ops.backends import fused_available, get_backend
 from pkkd_lightning.ops.geometry import AdderGeometry
 from pkkd_lightning.ops.grouped import PerGroupBackend, VectorisedGroupsBackend, grouped_backend
+from pkkd_lightning.ops.native_backend import NativeBackend
 from pkkd_lightning.ops.reference import reference_backward, reference_forward
 
 # (C_in, C_out, groups): ungrouped, 2 and 4 groups, depthwise, depthwise with channel multiplier 2.
 CHANNELS = [(3, 5, 1), (4, 6, 2), (8, 8, 4), (6, 6, 6), (4, 8, 4)]
 # (kernel, stride, padding, dilation): 3x3, stride 2, 1x1, dilation 2, non-square everything.
 GEOMETRIES = [((3, 3), 1, 1, 1), ((3, 3), 2, 1, 1), ((1, 1), 2, 0, 1), ((3, 3), 1, 2, 2), ((3, 2), (2, 1), (1, 0), 1)]
-#: name -> (backend, VECTORISE_MAX_GROUP_CHANNELS): every CPU backend group by group, and the vectorised path
-#: (the same plain torch operations whatever the backend, so one backend is enough for it).
+#: name -> (backend, VECTORISE_MAX_GROUP_CHANNELS): the other CPU backends group by group, ``native`` in its own
+#: grouped and depthwise kernels, and the vectorised path (the same plain torch operations whatever the backend, so
+#: one backend is enough for it).
 IMPLEMENTATIONS = {
     "reference": ("reference", 0),
     "unfold": ("unfold", 0),
     "native": ("native", 0),
     "fused": ("fused", 0),
-    "vectorised": ("native", 10**6),
+    "vectorised": ("unfold", 10**6),
 }
 
 
@@ -120,11 +122,15 @@ def test_float32_depthwise_matches_float64_reference(backend):
 
 def test_grouped_backend_picks_the_path():
     x = torch.randn(1, 4, 3, 3)
-    native, reference = get_backend("native", x), get_backend("reference", x)
-    assert grouped_backend(native, 1, 4) is native  # groups=1: the backend itself, results unchanged
-    assert isinstance(grouped_backend(native, 96, 1), VectorisedGroupsBackend)
-    assert isinstance(grouped_backend(native, 2, grouped.VECTORISE_MAX_GROUP_CHANNELS + 1), PerGroupBackend)
-    assert isinstance(grouped_backend(reference, 96, 1), PerGroupBackend)  # the yardstick stays obvious
+    native, unfold, reference = (get_backend(name, x) for name in ("native", "unfold", "reference"))
+    assert grouped_backend(native, 1, 4, 8) is native  # groups=1: the backend itself, results unchanged
+    for group_channels, group_filters in ((1, 1), (2, 3), (16, 16)):  # depthwise, narrow and wide groups
+        runner = grouped_backend(native, 8, group_channels, group_filters)
+        assert isinstance(runner, NativeBackend) and runner.groups == 8
+    assert isinstance(grouped_backend(native, 96, 1, 2), VectorisedGroupsBackend)  # depthwise with a multiplier
+    assert isinstance(grouped_backend(unfold, 96, 1, 1), VectorisedGroupsBackend)
+    assert isinstance(grouped_backend(unfold, 2, grouped.VECTORISE_MAX_GROUP_CHANNELS + 1, 4), PerGroupBackend)
+    assert isinstance(grouped_backend(reference, 96, 1, 1), PerGroupBackend)  # the yardstick stays obvious
 
 
 def test_grouped_adder_is_a_grouped_conv_twin():
