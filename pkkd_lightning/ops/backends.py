@@ -5,7 +5,7 @@
 | `reference` | materialises every patch-filter difference            | O(N L C_out k)  | nothing          |
 | `unfold`    | ``torch.cdist(p=1)`` / blocked materialisation        | bounded chunks  | nothing          |
 | `fused`     | TorchInductor-compiled fused reductions (CPU and CUDA) | bounded chunks  | ``torch.compile``|
-| `native`    | C kernels on the padded input (CPU, float32/64)        | like conv2d     | a C compiler     |
+| `native`    | C kernels vectorised over channels (CPU, float32/64)   | like conv2d     | a C compiler     |
 | `triton`    | tiled Triton kernels on the input in place (CUDA)      | like conv2d     | ``triton``, CUDA |
 
 ``auto`` picks, for the tensor at hand, the first usable of ``native`` (CPU float32/float64), ``triton``
@@ -13,8 +13,9 @@
 work on a device type is probed once per process; a failure (no compiler, an unsupported platform) is logged as
 a warning and the next one is used.
 
-The table describes ``groups=1``. Grouped layers run the chosen backend once per group, or, for depthwise layers,
-all groups at once in plain torch operations: see :mod:`pkkd_lightning.ops.grouped`.
+The table describes ``groups=1``. ``native`` runs grouped and depthwise layers in its own kernels; the other
+backends run once per group, or, for depthwise layers, all groups at once in plain torch operations: see
+:mod:`pkkd_lightning.ops.grouped`.
 """
 
 from __future__ import annotations

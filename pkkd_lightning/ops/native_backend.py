@@ -243,6 +243,8 @@ class NativeBackend:
         return grad_input, grad_weight
 
     def _input_grad(self, grad_out, x, weight, geom):
+        if weight.shape[2:] == (1, 1) and geom.padding == (0, 0) and geom.stride != (1, 1):
+            return self._strided_pointwise_input_grad(grad_out, x, weight, geom)
         lib = load_library()
         n, c, h, w = x.shape
         o, group_channels, kh, kw = weight.shape
@@ -299,3 +301,13 @@ class NativeBackend:
         )  # fmt: skip
         lib.adder_depthwise_input_grad(ctypes.byref(args), x.dtype == torch.float64, torch.get_num_threads())
         return out[..., :c].permute(0, 3, 1, 2).contiguous()
+
+    def _strided_pointwise_input_grad(self, grad_out, x, weight, geom):
+        """A strided 1x1 layer reads one input position in ``sh * sw``; only those get a gradient, that of the
+        same layer with stride 1 on them (the channels-last copies then cover the positions read, not all)."""
+        (sh, sw), (ho, wo) = geom.stride, grad_out.shape[2:]
+        read = (slice(None), slice(None), slice(0, sh * ho, sh), slice(0, sw * wo, sw))
+        unit = AdderGeometry((1, 1), (1, 1), (0, 0), geom.dilation)
+        grad_input = x.new_zeros(x.shape)
+        grad_input[read] = self._input_grad(grad_out, x[read], weight, unit)
+        return grad_input

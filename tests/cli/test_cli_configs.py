@@ -165,7 +165,7 @@ def test_precise_batchnorm_is_added_from_the_command_line(tmp_path: Path):
 
 def test_the_demo_re_estimates_batchnorm_before_every_validation(tmp_path: Path):
     cli = instantiate(CONFIG_DIR / "digits_pkkd.yaml", tmp_path)
-    assert [cb.num_batches for cb in cli.trainer.callbacks if isinstance(cb, PreciseBatchNorm)] == [10]
+    assert [cb.num_batches for cb in cli.trainer.callbacks if isinstance(cb, PreciseBatchNorm)] == [4]
 
 
 @pytest.mark.parametrize(
