@@ -15,7 +15,9 @@ its runs pair with ``pkkd_seed<k>`` and ``pkkd_logits_seed<k>`` in ``experiments
 | `pkkd_lamgrow`     | the term matters late, when the logits are fitted (lambda 0.1 -> 1 over the run)   |
 
 Every run logs the gradient shares of the student's terms at the distilled layers every 100 steps
-(``train/grad_share/<layer>/<term>``), as the convergence runs do. Choices are read on validation only.
+(``train/grad_share/<layer>/<term>``), as the convergence runs do, and from ``pkkd_lam0.3`` on the kernel maps'
+statistics on the same steps (``train/kernel/<layer>/<statistic>``: the matching loss before and after the 1x1
+transform, the maps' mean and spread). Choices are read on validation only.
 
 Usage::
 
@@ -61,17 +63,23 @@ def late_validation(result: dict, last: int = LAST_EPOCHS) -> float:
     return statistics.mean(100 * value for _, value in result["val_curve"][-last:])
 
 
-def feature_share(run_dir: Path, steps: tuple[int, int]) -> float | None:
-    """Mean gradient share of the feature term over the distilled layers, for logged steps in ``[start, end)``."""
+def logged_mean(run_dir: Path, prefix: str, suffix: str, steps: tuple[int, int]) -> float | None:
+    """Mean of the logged series named ``<prefix><layer><suffix>`` over every distilled layer, for logged steps in
+    ``[start, end)``; None when the run logged none."""
     metrics = read_run_metrics(run_dir / "fit")
     values = [
         point.value
         for name, series in metrics.items()
-        if name.startswith("train/grad_share/") and name.endswith("/features")
+        if name.startswith(prefix) and name.endswith(suffix)
         for point in series
         if point.step is not None and steps[0] <= point.step < steps[1]
     ]
     return statistics.mean(values) if values else None
+
+
+def feature_share(run_dir: Path, steps: tuple[int, int]) -> float | None:
+    """Mean gradient share of the feature term over the distilled layers, for logged steps in ``[start, end)``."""
+    return logged_mean(run_dir, "train/grad_share/", "/features", steps)
 
 
 def summarize(out: Path, baseline_out: Path = CONVERGENCE_OUT) -> str:
@@ -104,12 +112,36 @@ def summarize(out: Path, baseline_out: Path = CONVERGENCE_OUT) -> str:
             f"{statistics.mean(val.values()):.2f} | {' | '.join(paired_cells)} | {_mean_or_dash(early)} | "
             f"{_mean_or_dash(late)} |"
         )
+    return "\n".join(lines) + "\n\n" + kernel_statistics_table(arms) + "\n"
+
+
+#: The kernel statistics the summary shows, as logged (``train/kernel/<layer>/<name>``).
+KERNEL_STATISTICS = ("loss_before_transform", "loss_after_transform", "student_spread", "teacher_spread")
+
+
+def kernel_statistics_table(arms: dict[str, tuple[Path, dict[int, dict]]]) -> str:
+    """Per method, the kernel statistics averaged over the distilled layers and seeds, early (steps 0-300) and late
+    (1000 on): how far apart the maps are before and after the transform, and how spread out each map is."""
+    lines = [
+        "| method | " + " | ".join(f"{name} (early / late)" for name in KERNEL_STATISTICS) + " |",
+        "|---" * (1 + len(KERNEL_STATISTICS)) + "|",
+    ]
+    for method, (folder, by_seed) in arms.items():
+        cells = []
+        for name in KERNEL_STATISTICS:
+            spans = [
+                [logged_mean(folder / f"{method}_seed{s}", "train/kernel/", f"/{name}", steps) for s in by_seed]
+                for steps in ((0, 300), (1000, 10**9))
+            ]
+            cells.append(" / ".join(_mean_or_dash(values, digits=4) for values in spans))
+        if by_seed and any(cell != "- / -" for cell in cells):
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _mean_or_dash(values: list[float | None]) -> str:
+def _mean_or_dash(values: list[float | None], digits: int = 3) -> str:
     known = [v for v in values if v is not None]
-    return f"{statistics.mean(known):.3f}" if known else "-"
+    return f"{statistics.mean(known):.{digits}f}" if known else "-"
 
 
 def main(argv: list[str] | None = None) -> None:

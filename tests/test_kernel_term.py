@@ -9,11 +9,14 @@ from experiments import convergence, kernel_term
 from tests.test_convergence_summary import write_result
 
 
-def write_shares(run: Path, shares: dict[int, float]) -> None:
+def write_shares(run: Path, shares: dict[int, float], spreads: dict[int, float] | None = None) -> None:
+    """A run's metrics.csv with the feature term's gradient share (and the student map's spread) at some steps."""
     folder = run / "fit" / "version_0"
     folder.mkdir(parents=True)
-    rows = "".join(f"{step},0,{value}\n" for step, value in shares.items())
-    (folder / "metrics.csv").write_text("step,epoch,train/grad_share/layer1.2.conv2/features\n" + rows)
+    spreads = spreads or {}
+    rows = "".join(f"{step},0,{value},{spreads.get(step, '')}\n" for step, value in shares.items())
+    header = "step,epoch,train/grad_share/layer1.2.conv2/features,train/kernel/layer1.2.conv2/student_spread\n"
+    (folder / "metrics.csv").write_text(header + rows)
 
 
 def test_each_variant_is_the_calibrated_pkkd_on_the_convergence_protocol_with_one_change():
@@ -32,8 +35,10 @@ def test_summary_pairs_variants_with_the_baselines_by_seed_and_reads_the_gradien
     write_result(baselines, "pkkd_seed1", 1, 0.64, curve)
     write_result(baselines, "pkkd_logits_seed0", 0, 0.61, [0.4] * 10)
     write_result(variants, "pkkd_lam1_seed0", 0, 0.65, [0.6] * 10)
-    write_shares(variants / "pkkd_lam1_seed0", {100: 0.2, 200: 0.4, 1100: 0.01, 1800: 0.03})
+    write_shares(variants / "pkkd_lam1_seed0", {100: 0.2, 200: 0.4, 1100: 0.01, 1800: 0.03}, {100: 0.3, 1100: 0.1})
     table = kernel_term.summarize(variants, baselines)
+    kernel_rows = table.split("\n\n")[1].splitlines()[2:]  # the second table: runs that logged kernel statistics
+    assert kernel_rows == ["| pkkd_lam1 | - / - | - / - | 0.3000 / 0.1000 | - / - |"]
     lam1 = next(line for line in table.splitlines() if line.startswith("| pkkd_lam1 |"))
     assert "| 0 | 65.00 | 60.00 | +3.00 / +10.00 | +4.00 / +20.00 | 0.300 | 0.020 |" in lam1
     pkkd = next(line for line in table.splitlines() if line.startswith("| pkkd |"))
