@@ -1,9 +1,8 @@
 """Training-step time of the CNN, the plain ANN and the PKKD pair, side by side in one run, for any architecture.
 
 Prints milliseconds per optimisation step (forward, backward, AdderNet rescaling, SGD step) and each as a ratio
-to the CNN's step. The steps of all modes are interleaved (one step of each in turn) and each mode's fastest step
-is taken: every step of a mode does the same work, so the fastest is the one the machine disturbed least, and a
-machine that slows down mid-run slows every mode alike. Beside the ratios: the PKKD overhead,
+to the CNN's step. The steps of all modes are interleaved (one step of each in turn) and each mode's median is
+taken, so a machine that slows down mid-run slows every mode alike. Beside the ratios: the PKKD overhead,
 ``PKKD / CNN - (1 + ANN / CNN)``, the time PKKD costs beyond training the two networks it consists of.
 
 Usage::
@@ -17,6 +16,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from collections.abc import Callable
 
@@ -52,8 +52,8 @@ def training_step(
     return step
 
 
-def interleaved_fastest(steps: dict[str, Callable[[], None]], device: torch.device, repeats: int) -> dict[str, float]:
-    """Fastest seconds of each step over ``repeats`` rounds that take the steps in turn (three warm-up rounds first)."""
+def interleaved_medians(steps: dict[str, Callable[[], None]], device: torch.device, repeats: int) -> dict[str, float]:
+    """Median seconds of each step, the steps taken in turn (three warm-up rounds first)."""
     times: dict[str, list[float]] = {name: [] for name in steps}
     for round_ in range(3 + repeats):
         for name, step in steps.items():
@@ -65,7 +65,7 @@ def interleaved_fastest(steps: dict[str, Callable[[], None]], device: torch.devi
                 torch.cuda.synchronize()
             if round_ >= 3:
                 times[name].append(time.perf_counter() - start)
-    return {name: min(values) for name, values in times.items()}
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -81,13 +81,13 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     build = kernel_build() if device.type == "cpu" else torch.cuda.get_device_name(device)
     print(f"torch {torch.__version__}, {build}, threads {torch.get_num_threads()}, batch {args.batch}, "
-          f"{args.size}x{args.size}, bf16 {args.bf16}, fastest of {args.repeats} interleaved steps")  # fmt: skip
+          f"{args.size}x{args.size}, bf16 {args.bf16}, median of {args.repeats} interleaved steps")  # fmt: skip
     shape = (device, args.batch, args.size, args.bf16)
     for arch in args.archs:
         steps = {"cnn": training_step(arch, "cnn", "auto", *shape)}
         for backend in args.backends:
             steps.update({f"{mode}[{backend}]": training_step(arch, mode, backend, *shape) for mode in ADDER_MODES})
-        results = interleaved_fastest(steps, device, args.repeats)
+        results = interleaved_medians(steps, device, args.repeats)
         for name, seconds in results.items():
             print(f"{arch:<28} {name:<14} {seconds * 1e3:9.1f} ms/step  {seconds / results['cnn']:6.2f}x cnn")
         for backend in args.backends:
