@@ -63,28 +63,14 @@ def compiler_flags() -> tuple[str, ...]:
 OPENMP_FLAGS = ("-fopenmp",)
 SUPPORTED_DTYPES = (torch.float32, torch.float64)
 
+#: The integer fields of the kernels' argument struct (``AdderArgs`` in csrc/adder_cpu.c), in order.
+# fmt: off
 _DIMS = (
-    "N",
-    "C",
-    "H",
-    "W",
-    "O",
-    "G",
-    "KH",
-    "KW",
-    "SH",
-    "SW",
-    "DH",
-    "DW",
-    "HO",
-    "WO",
-    "NV",
-    "XH",
-    "XW",
-    "PH",
-    "PW",
-    "CP",
+    "N", "C", "H", "W", "O", "G", "KH", "KW", "SH", "SW", "DH", "DW", "HO", "WO",  # both kernels
+    "NV",  # forward
+    "XH", "XW", "PH", "PW", "CP",  # input gradient
 )
+# fmt: on
 
 
 class _AdderArgs(ctypes.Structure):
