@@ -150,6 +150,11 @@ def channels_last_groups(t: torch.Tensor, groups: int, padded_channels: int) -> 
     return F.pad(grouped, (0, padded_channels - c // groups)).contiguous()
 
 
+def channels_last(t: torch.Tensor, padded_channels: int) -> torch.Tensor:
+    """(N, C, H, W) as (N, H, W, Cp), the C channels zero-padded to Cp (one group)."""
+    return channels_last_groups(t, 1, padded_channels)[:, :, :, 0]
+
+
 def _build(target: Path) -> None:
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
@@ -180,6 +185,11 @@ def _pad(x: torch.Tensor, geom: AdderGeometry) -> torch.Tensor:
 
 def _lanes(lib: ctypes.CDLL, dtype: torch.dtype) -> int:
     return lib.adder_vector_bytes() * 8 // torch.finfo(dtype).bits
+
+
+def _vector_multiple(channels: int, lanes: int) -> int:
+    """``channels`` rounded up to whole vectors: the channels-last layouts' padded channel count."""
+    return -(-channels // lanes) * lanes
 
 
 def _check(x: torch.Tensor) -> None:
@@ -234,8 +244,7 @@ class NativeBackend:
         lib = load_library()
         n, c, h, w = x.shape
         o, group_channels, kh, kw = weight.shape
-        lanes = _lanes(lib, x.dtype)
-        cp = -(-group_channels // lanes) * lanes
+        cp = _vector_multiple(group_channels, _lanes(lib, x.dtype))
         x_last = channels_last_groups(x, self.groups, cp)  # (N, H, W, g, Cp)
         # (g, kh, kw, Og, Cp): the filters of one tap and group, channels innermost
         w_last = F.pad(
@@ -258,10 +267,10 @@ class NativeBackend:
 
     def _depthwise_forward(self, x, weight, geom):
         lib = load_library()
-        lanes, (n, c, _, _), (_, _, kh, kw) = _lanes(lib, x.dtype), x.shape, weight.shape
-        cp = -(-c // lanes) * lanes
-        x_last = channels_last_groups(_pad(x, geom), 1, cp)[:, :, :, 0]  # (N, H + 2 ph, W + 2 pw, Cp)
-        w_last = channels_last_groups(weight.view(1, c, kh, kw), 1, cp)[0, :, :, 0]  # (kh, kw, Cp)
+        (n, c, _, _), (_, _, kh, kw) = x.shape, weight.shape
+        cp = _vector_multiple(c, _lanes(lib, x.dtype))
+        x_last = channels_last(_pad(x, geom), cp)  # (N, H + 2 ph, W + 2 pw, Cp)
+        w_last = channels_last(weight.view(1, c, kh, kw), cp)[0]  # (kh, kw, Cp)
         ho, wo = geom.output_size(x.shape[2], x.shape[3])
         out = x.new_empty(n, ho, wo, cp)
         dims = {"N": n, "C": c, "H": x_last.shape[1], "W": x_last.shape[2], "O": c, "G": c, "KH": kh, "KW": kw}
@@ -274,11 +283,11 @@ class NativeBackend:
 
     def _depthwise_input_grad(self, grad_out, x, weight, geom):
         lib = load_library()
-        lanes, (n, c, h, w), (_, _, kh, kw) = _lanes(lib, x.dtype), x.shape, weight.shape
-        cp = -(-c // lanes) * lanes
-        x_last = channels_last_groups(x, 1, cp)[:, :, :, 0]  # (N, H, W, Cp)
-        w_last = channels_last_groups(weight.view(1, c, kh, kw), 1, cp)[0, :, :, 0]  # (kh, kw, Cp)
-        g_last = channels_last_groups(grad_out, 1, cp)[:, :, :, 0]  # (N, HO, WO, Cp)
+        (n, c, h, w), (_, _, kh, kw) = x.shape, weight.shape
+        cp = _vector_multiple(c, _lanes(lib, x.dtype))
+        x_last = channels_last(x, cp)  # (N, H, W, Cp)
+        w_last = channels_last(weight.view(1, c, kh, kw), cp)[0]  # (kh, kw, Cp)
+        g_last = channels_last(grad_out, cp)  # (N, HO, WO, Cp)
         out = torch.empty_like(x_last)
         dims = {"N": n, "C": c, "O": c, "G": c, "KH": kh, "KW": kw, "XH": h, "XW": w, "CP": cp}
         args = _AdderArgs(
