@@ -13,15 +13,22 @@ its runs pair with ``pkkd_seed<k>`` and ``pkkd_logits_seed<k>`` in ``experiments
 | `pkkd_lam0.3`      | lambda 0.1, calibrated at 10-24 epochs, is too weak (three times stronger)         |
 | `pkkd_lam1`        | likewise (ten times stronger; the paper's value)                                  |
 | `pkkd_lamgrow`     | the term matters late, when the logits are fitted (lambda 0.1 -> 1 over the run)   |
+| `pkkd_centered`    | the matched quantity is dominated by the patch energy on the CNN side (distances   |
+|                    | standardised over the channels before the kernels, ``model.centering channel``)   |
 
 Every run logs the gradient shares of the student's terms at the distilled layers every 100 steps
 (``train/grad_share/<layer>/<term>``), as the convergence runs do, and from ``pkkd_lam0.3`` on the kernel maps'
 statistics on the same steps (``train/kernel/<layer>/<statistic>``: the matching loss before and after the 1x1
-transform, the maps' mean and spread). Choices are read on validation only.
+transform, the maps' mean and spread). Choices are read on validation only: the summary names the variant whose
+late validation accuracy is highest, paired by seed with ``pkkd``, at each length.
+
+The variants chosen that way run again on the convergence study's 48-epoch protocol (``--epochs 48``: runs named
+``<variant>_48ep_seed<k>``, paired with ``pkkd_48ep_seed<k>`` and ``pkkd_logits_48ep_seed<k>``).
 
 Usage::
 
-    python -m experiments.kernel_term run --jobs 1          # resumable; about 25-45 min a run on one core
+    python -m experiments.kernel_term run --jobs 1          # resumable; 50-110 min a run on one core
+    python -m experiments.kernel_term run --epochs 48 --variants pkkd_notransform --seeds 0 1 2
     python -m experiments.kernel_term summarize             # docs/results_kernel_term.md
 """
 
@@ -32,7 +39,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from experiments.calibration import schedule
-from experiments.convergence import CONFIG, DATA, EPOCHS, NEW_PKKD
+from experiments.convergence import CONFIG, DATA, EPOCHS, NEW_PKKD, arm, lengths
 from experiments.convergence import OUT as CONVERGENCE_OUT
 from experiments.runner import REPO, Run, experiment_parser, run_all
 from experiments.summary import final_test, load_results, paired
@@ -45,6 +52,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "pkkd_lam0.3": (*NEW_PKKD, "--model.feature_weight", "0.3"),
     "pkkd_lam1": (*NEW_PKKD, "--model.feature_weight", "1.0"),
     "pkkd_lamgrow": (*NEW_PKKD, *schedule("feature_weight", "linear", 0.1, 1.0)),
+    "pkkd_centered": (*NEW_PKKD, "--model.centering", "channel"),
 }
 #: The convergence study's runs the variants are read against (same protocol and seeds).
 BASELINES = ("pkkd", "pkkd_logits")
@@ -52,10 +60,11 @@ BASELINES = ("pkkd", "pkkd_logits")
 LAST_EPOCHS = 6
 
 
-def runs(variants: Sequence[str] = tuple(VARIANTS), seeds: Sequence[int] = SEEDS) -> list[Run]:
-    """Every (seed, variant) on the convergence study's 24-epoch protocol, seeds outermost."""
-    common = (*DATA, "--trainer.max_epochs", str(EPOCHS), "--model.grad_share_every_n_steps", "100")
-    return [Run(f"{v}_seed{s}", CONFIG, (*VARIANTS[v], *common), s) for s in seeds for v in variants]
+def runs(variants: Sequence[str] = tuple(VARIANTS), seeds: Sequence[int] = SEEDS, epochs: int = EPOCHS) -> list[Run]:
+    """Every (seed, variant) on the convergence study's protocol at ``epochs`` epochs, seeds outermost; named as the
+    convergence study names its runs of that length."""
+    common = (*DATA, "--trainer.max_epochs", str(epochs), "--model.grad_share_every_n_steps", "100")
+    return [Run(f"{arm(v, epochs)}_seed{s}", CONFIG, (*VARIANTS[v], *common), s) for s in seeds for v in variants]
 
 
 def late_validation(result: dict, last: int = LAST_EPOCHS) -> float:
@@ -82,22 +91,44 @@ def feature_share(run_dir: Path, steps: tuple[int, int]) -> float | None:
     return logged_mean(run_dir, "train/grad_share/", "/features", steps)
 
 
+#: An arm of the study at one length: ``{method: (results folder, {seed: result})}``.
+Arms = dict[str, tuple[Path, dict[int, dict]]]
+
+
+def arms_at(out: Path, baseline_out: Path, epochs: int) -> Arms:
+    """The baselines (from the convergence study) and the variants, each with its finished runs at ``epochs``."""
+    arms = {m: (baseline_out, load_results(baseline_out, arm(m, epochs))) for m in BASELINES}
+    arms.update({v: (out, load_results(out, arm(v, epochs))) for v in VARIANTS})
+    return arms
+
+
+def run_folder(arms: Arms, method: str, seed: int, epochs: int) -> Path:
+    """Where ``method``'s run of ``seed`` at ``epochs`` keeps its logs."""
+    return arms[method][0] / f"{arm(method, epochs)}_seed{seed}"
+
+
 def summarize(out: Path, baseline_out: Path = CONVERGENCE_OUT) -> str:
-    """Test (final weights) and late validation per method, paired by seed with the baselines, and the feature
-    term's gradient share early and late in the run."""
-    arms = {m: (baseline_out, load_results(baseline_out, m)) for m in BASELINES}
-    arms.update({v: (out, load_results(out, v)) for v in VARIANTS})
+    """Per length with finished variants: test (final weights) and late validation per method, paired by seed with
+    the baselines, the feature term's gradient share early and late in the run, the variant highest on validation,
+    and the kernel statistics."""
+    return "\n".join(length_summary(arms_at(out, baseline_out, epochs), epochs) for epochs in lengths(out))
+
+
+def length_summary(arms: Arms, epochs: int) -> str:
+    """The tables of :func:`summarize` for the runs of one length."""
     scores = {
         method: ({s: final_test(r) for s, r in by_seed.items()}, {s: late_validation(r) for s, r in by_seed.items()})
         for method, (_, by_seed) in arms.items()
     }
     lines = [
+        f"{epochs} epochs:",
+        "",
         f"| method | seeds | test % (final) | val % (last {LAST_EPOCHS} epochs) | "
         + " | ".join(f"- {b}: test / val (paired)" for b in BASELINES)
-        + " | feature grad share, steps 0-300 | steps 1000-1872 |",
+        + " | feature grad share, steps 0-300 | steps 1000 on |",
         "|---" * (5 + len(BASELINES)) + "|",
     ]
-    for method, (folder, by_seed) in arms.items():
+    for method, (_, by_seed) in arms.items():
         if not by_seed:
             continue
         test, val = scores[method]
@@ -105,32 +136,42 @@ def summarize(out: Path, baseline_out: Path = CONVERGENCE_OUT) -> str:
             "-" if base == method else f"{paired(test, scores[base][0])[1]} / {paired(val, scores[base][1])[1]}"
             for base in BASELINES
         ]
-        early = [feature_share(folder / f"{method}_seed{s}", (0, 300)) for s in by_seed]
-        late = [feature_share(folder / f"{method}_seed{s}", (1000, 10**9)) for s in by_seed]
+        early = [feature_share(run_folder(arms, method, s, epochs), (0, 300)) for s in by_seed]
+        late = [feature_share(run_folder(arms, method, s, epochs), (1000, 10**9)) for s in by_seed]
         lines.append(
             f"| {method} | {', '.join(map(str, sorted(by_seed)))} | {statistics.mean(test.values()):.2f} | "
             f"{statistics.mean(val.values()):.2f} | {' | '.join(paired_cells)} | {_mean_or_dash(early)} | "
             f"{_mean_or_dash(late)} |"
         )
-    return "\n".join(lines) + "\n\n" + kernel_statistics_table(arms) + "\n"
+    chosen = highest_on_validation({v: scores[v][1] for v in VARIANTS if arms[v][1]}, scores[BASELINES[0]][1])
+    if chosen:
+        lines += ["", f"Highest on validation (paired with {BASELINES[0]}): {chosen[0]} ({chosen[1]:+.2f})."]
+    return "\n".join(lines) + "\n\n" + kernel_statistics_table(arms, epochs) + "\n"
+
+
+def highest_on_validation(variants: dict[str, dict[int, float]], baseline: dict[int, float]) -> tuple[str, float] | None:
+    """The variant whose validation accuracy minus the baseline's, averaged over the seeds both have, is highest,
+    with that mean difference; None when no variant shares a seed with the baseline."""
+    gains = {name: statistics.mean(diffs) for name, by_seed in variants.items() if (diffs := paired(by_seed, baseline)[0])}
+    return max(gains.items(), key=lambda item: item[1]) if gains else None
 
 
 #: The kernel statistics the summary shows, as logged (``train/kernel/<layer>/<name>``).
 KERNEL_STATISTICS = ("loss_before_transform", "loss_after_transform", "student_spread", "teacher_spread")
 
 
-def kernel_statistics_table(arms: dict[str, tuple[Path, dict[int, dict]]]) -> str:
+def kernel_statistics_table(arms: Arms, epochs: int) -> str:
     """Per method, the kernel statistics averaged over the distilled layers and seeds, early (steps 0-300) and late
     (1000 on): how far apart the maps are before and after the transform, and how spread out each map is."""
     lines = [
         "| method | " + " | ".join(f"{name} (early / late)" for name in KERNEL_STATISTICS) + " |",
         "|---" * (1 + len(KERNEL_STATISTICS)) + "|",
     ]
-    for method, (folder, by_seed) in arms.items():
+    for method, (_, by_seed) in arms.items():
         cells = []
         for name in KERNEL_STATISTICS:
             spans = [
-                [logged_mean(folder / f"{method}_seed{s}", "train/kernel/", f"/{name}", steps) for s in by_seed]
+                [logged_mean(run_folder(arms, method, s, epochs), "train/kernel/", f"/{name}", steps) for s in by_seed]
                 for steps in ((0, 300), (1000, 10**9))
             ]
             cells.append(" / ".join(_mean_or_dash(values, digits=4) for values in spans))
@@ -148,9 +189,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = experiment_parser(__doc__, OUT)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
+    parser.add_argument("--epochs", type=int, default=EPOCHS, help="the protocol's length (24 or the headline 48)")
     args = parser.parse_args(argv)
     if args.command == "run":
-        run_all(runs(args.variants, args.seeds), args.out, args.jobs, args.threads)
+        run_all(runs(args.variants, args.seeds, args.epochs), args.out, args.jobs, args.threads)
     table = summarize(args.out)
     (REPO / "docs" / "results_kernel_term.md").write_text(table)
     print(table)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from experiments import convergence, kernel_term
 from tests.test_convergence_summary import write_result
 
@@ -26,6 +28,15 @@ def test_each_variant_is_the_calibrated_pkkd_on_the_convergence_protocol_with_on
         assert run.config == convergence.CONFIG and run.args[: len(convergence.NEW_PKKD)] == convergence.NEW_PKKD
         assert run.args[run.args.index("--trainer.max_epochs") + 1] == str(convergence.EPOCHS)
     assert runs["pkkd_notransform_seed0"].args[len(convergence.NEW_PKKD) :][:2] == ("--model.linear_transform", "false")
+    assert runs["pkkd_centered_seed0"].args[len(convergence.NEW_PKKD) :][:2] == ("--model.centering", "channel")
+
+
+def test_a_longer_protocol_is_named_and_run_as_the_convergence_study_names_its_lengths():
+    (run,) = kernel_term.runs(["pkkd_notransform"], [2], epochs=48)
+    assert run.name == "pkkd_notransform_48ep_seed2" and run.seed == 2
+    assert run.args[run.args.index("--trainer.max_epochs") + 1] == "48"
+    (baseline,) = convergence.runs(["pkkd"], [2], epochs=48)
+    assert baseline.name == "pkkd_48ep_seed2"
 
 
 def test_summary_pairs_variants_with_the_baselines_by_seed_and_reads_the_gradient_shares(tmp_path: Path):
@@ -37,9 +48,31 @@ def test_summary_pairs_variants_with_the_baselines_by_seed_and_reads_the_gradien
     write_result(variants, "pkkd_lam1_seed0", 0, 0.65, [0.6] * 10)
     write_shares(variants / "pkkd_lam1_seed0", {100: 0.2, 200: 0.4, 1100: 0.01, 1800: 0.03}, {100: 0.3, 1100: 0.1})
     table = kernel_term.summarize(variants, baselines)
-    kernel_rows = table.split("\n\n")[1].splitlines()[2:]  # the second table: runs that logged kernel statistics
+    kernel_rows = table.rstrip().split("\n\n")[-1].splitlines()[2:]  # the last table: runs that logged kernel statistics
     assert kernel_rows == ["| pkkd_lam1 | - / - | - / - | 0.3000 / 0.1000 | - / - |"]
     lam1 = next(line for line in table.splitlines() if line.startswith("| pkkd_lam1 |"))
     assert "| 0 | 65.00 | 60.00 | +3.00 / +10.00 | +4.00 / +20.00 | 0.300 | 0.020 |" in lam1
     pkkd = next(line for line in table.splitlines() if line.startswith("| pkkd |"))
     assert "| 0, 1 | 63.00 |" in pkkd and "| - |" in pkkd and pkkd.endswith("| - | - |")
+    assert "Highest on validation (paired with pkkd): pkkd_lam1 (+10.00)." in table
+
+
+def test_each_length_is_summarised_against_the_baselines_of_that_length(tmp_path: Path):
+    baselines, variants = tmp_path / "convergence", tmp_path / "kernel_term"
+    write_result(baselines, "pkkd_seed0", 0, 0.62, [0.5] * 10)
+    write_result(baselines, "pkkd_48ep_seed0", 0, 0.70, [0.7] * 10)
+    write_result(variants, "pkkd_lam1_seed0", 0, 0.65, [0.6] * 10)
+    write_result(variants, "pkkd_notransform_seed0", 0, 0.60, [0.4] * 10)
+    write_result(variants, "pkkd_notransform_48ep_seed0", 0, 0.71, [0.72] * 10)
+    short, long = kernel_term.summarize(variants, baselines).split("48 epochs:")
+    assert short.startswith("24 epochs:") and "| pkkd_notransform | 0 | 60.00 | 40.00 | -2.00 / -10.00 |" in short
+    assert "pkkd_lam1 (+10.00)" in short
+    assert "| pkkd_notransform | 0 | 71.00 | 72.00 | +1.00 / +2.00 |" in long and "pkkd_lam1" not in long
+    assert "| pkkd | 0 | 70.00 |" in long and "pkkd_notransform (+2.00)" in long
+
+
+def test_the_highest_on_validation_is_paired_by_seed_and_needs_a_shared_seed():
+    baseline = {0: 60.0, 1: 70.0}
+    variants = {"a": {0: 61.0, 1: 70.0}, "b": {1: 70.8}, "c": {5: 99.0}}
+    assert kernel_term.highest_on_validation(variants, baseline) == ("b", pytest.approx(0.8))
+    assert kernel_term.highest_on_validation({"c": {5: 99.0}}, baseline) is None
