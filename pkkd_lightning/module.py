@@ -200,20 +200,33 @@ class PKKDModule(L.LightningModule):
         every = self.hparams.grad_share_every_n_steps
         diagnose = bool(self.distiller is not None and every and self.global_step % every == 0)
         terms = self.compute_losses(*batch, kernel_stats=diagnose)
-        self.log_dict({f"train/{k}": v.detach() for k, v in terms.items() if k != "loss"})
+        self.log_dict({f"train/{k}": v.detach() for k, v in terms.items() if k != "loss" and not k.startswith("kernel/")})
         self.log("train/loss", terms["loss"].detach(), prog_bar=True)
         self.log_dict({f"train/{k}": float(v) for k, v in asdict(self.loss_weights).items()})
         if diagnose:
-            self._log_gradient_shares(terms)
+            self._log_diagnostics(terms)
         finite = bool(torch.isfinite(terms["loss"]))  # every term reaches the sum (a NaN survives a weight of 0)
         non_finite = [] if finite else [name for name, value in terms.items() if not torch.isfinite(value)]
         return {"loss": terms["loss"], "non_finite_terms": non_finite}
 
-    def _log_gradient_shares(self, terms: dict[str, torch.Tensor]) -> None:
+    def _log_diagnostics(self, terms: dict[str, torch.Tensor]) -> None:
+        """The gradient shares of the student's terms at the distilled layers, and the kernel statistics."""
         parts = {k.split("/", 1)[1]: v for k, v in terms.items() if k.startswith("student/")}
         layers = {path: self.student.get_submodule(path).weight for path in self.distiller.points}
         shares = gradient_shares(parts, layers)
-        self.log_dict({f"train/grad_share/{p}/{t}": v for p, row in shares.items() for t, v in row.items()})
+        shares = {f"train/grad_share/{p}/{t}": v for p, row in shares.items() for t, v in row.items()}
+        self.log_at_this_step(shares | {f"train/{k}": v for k, v in terms.items() if k.startswith("kernel/")})
+
+    def log_at_this_step(self, metrics: dict[str, torch.Tensor | float]) -> None:
+        """Write ``metrics`` once, at this global step, to every logger: for values computed on some steps only.
+
+        ``self.log`` would keep them among the step's results and write them again at every
+        ``log_every_n_steps`` until the epoch ends, each time under a later step. The values are this process's
+        (loggers write on rank zero only; nothing here is collective), as ``self.log`` without ``sync_dist`` gives.
+        """
+        values = {name: float(value) for name, value in metrics.items()}
+        for logger in self.loggers:
+            logger.log_metrics({**values, "epoch": self.current_epoch}, step=self.global_step)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # After DDP's all-reduce and gradient accumulation, before clipping and the step: AdderNet eq. 13 acts on

@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.loggers import Logger
 
 from pkkd_lightning import PKKDModule
 from pkkd_lightning.callbacks import export_student, load_exported_student
@@ -208,18 +209,45 @@ def test_loss_weights_are_set_through_a_validating_setter():
     assert module.loss_weights.beta == 0.4
 
 
-def test_gradient_shares_are_logged_at_every_distilled_layer(batch):
-    module = PKKDModule("resnet20", 10, grad_share_every_n_steps=1)
-    logged = {}
-    module.log_dict = lambda values, **kwargs: logged.update(values)
-    module.log = lambda name, value, **kwargs: logged.update({name: value})
-    module.training_step(batch, 0)
+class MemoryLogger(Logger):
+    """Every ``log_metrics`` call, as ``(step, metrics)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[tuple[int | None, dict[str, float]]] = []
+
+    @property
+    def name(self) -> str:
+        return "memory"
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    def log_hyperparams(self, *args, **kwargs) -> None:
+        pass
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.rows.append((step, dict(metrics)))
+
+
+def test_diagnostics_are_logged_once_at_every_distilled_layer_at_the_steps_that_compute_them(batch):
+    module = PKKDModule("resnet20", 10, grad_share_every_n_steps=2)
+    logger = MemoryLogger()
+    trainer = L.Trainer(max_steps=5, logger=logger, log_every_n_steps=1, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")  # fmt: skip
+    trainer.fit(module, torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*batch), batch_size=4))
+    share = f"train/grad_share/{POINTS[0]}/features"
+    assert [step for step, row in logger.rows if share in row] == [0, 2, 4]  # two batches an epoch: epochs 0-2
+    logged = next(row for step, row in logger.rows if share in row)  # step 0
+    losses = next(row for step, row in logger.rows if step == 0 and f"train/feature/{POINTS[0]}" in row)
+    assert not any(name.startswith(("train/kernel/", "train/grad_share/")) for name in losses)
     for point in POINTS:
         shares = [logged[f"train/grad_share/{point}/{term}"] for term in ("labels", "soft_logits", "features")]
         assert sum(shares) == pytest.approx(1.0) and all(0 < s < 1 for s in shares)
         stats = {k: logged[f"train/kernel/{point}/{k}"] for k in ("loss_before_transform", "loss_after_transform")}
-        assert stats["loss_after_transform"] == pytest.approx(logged[f"train/feature/{point}"].item())
+        assert stats["loss_after_transform"] == pytest.approx(losses[f"train/feature/{point}"])
         # rho starts as the identity, so the loss before it is the loss after it
-        assert stats["loss_before_transform"] == pytest.approx(stats["loss_after_transform"].item())
+        assert stats["loss_before_transform"] == pytest.approx(stats["loss_after_transform"])
         assert logged[f"train/kernel/{point}/student_spread"] > 0
-    assert logged["train/beta"] == module.loss_weights.beta
+    assert losses["train/beta"] == module.loss_weights.beta
