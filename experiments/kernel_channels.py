@@ -1,13 +1,23 @@
-"""How much of PKKD's kernel maps tells the channels apart, at initialisation and after training.
+"""How much of PKKD's kernel maps tells the channels apart, and how much of the teacher's map the student's can
+reproduce, at initialisation and after training.
 
-For each checkpoint (and for freshly initialised modules with either initialisation) this prints the channel share
-(:func:`pkkd_lightning.analysis.channel_share`: 0 = every channel holds the same map, about 1 = channels vary
-independently) of the ANN's Laplace map and of the CNN's Gaussian map at every distillation point, on the first
-1,000 CIFAR-10 test images. The test images are only looked at, never used to choose anything.
+``--measure channel_share`` (the default): for each checkpoint (and for freshly initialised modules with either
+initialisation) the channel share (:func:`pkkd_lightning.analysis.channel_share`: 0 = every channel holds the same
+map, about 1 = channels vary independently) of the ANN's Laplace map and of the CNN's Gaussian map at every
+distillation point.
+
+``--measure explained_share``: for each checkpoint, the share of the CNN map's variation (around its channel
+means) that the ANN map reproduces (:func:`pkkd_lightning.analysis.explained_share`): through the 1x1 transform as
+trained, through the best 1x1 affine transform of the same maps (least squares: what any transform could reach
+without changing the student), and the best with the distances centred over channels (``model.centering
+channel``, the same weights).
+
+Both read the first 1,000 CIFAR-10 test images; they are only looked at, never used to choose anything.
 
 Usage::
 
     python -m experiments.kernel_channels experiments/results/calibration/pkkd_lam1_seed0 ...
+    python -m experiments.kernel_channels --measure explained_share experiments/results/kernel_term/pkkd_lam0.3_seed0
 """
 
 from __future__ import annotations
@@ -19,7 +29,14 @@ import lightning as L
 
 from experiments.runner import REPO, SHARED_CIFAR10, newest
 from pkkd_lightning import PKKDModule
-from pkkd_lightning.analysis import kernel_channel_shares, load_module
+from pkkd_lightning.analysis import (
+    best_transform,
+    explained_share,
+    kernel_channel_shares,
+    kernel_maps,
+    load_module,
+    with_kernel_centering,
+)
 from pkkd_lightning.callbacks import reestimate_batchnorm
 from pkkd_lightning.data import CIFAR10DataModule
 
@@ -31,15 +48,38 @@ def rows(name: str, module: PKKDModule, loader) -> list[str]:
     ]
 
 
+def explained_rows(name: str, module: PKKDModule, loader) -> list[str]:
+    """Per distillation point, the share of the teacher map's variation reproduced as trained, by the best 1x1
+    transform, and by the best 1x1 transform of channel-centred maps."""
+    centred = kernel_maps(with_kernel_centering(module, "channel", next(iter(loader))[0]), loader)
+    lines = []
+    for path, maps in kernel_maps(module, loader).items():
+        best = explained_share(best_transform(maps.student_untransformed, maps.teacher), maps.teacher)
+        best_centred = explained_share(best_transform(centred[path].student_untransformed, centred[path].teacher),
+                                       centred[path].teacher)  # fmt: skip
+        lines.append(f"| {name} | {path} | {explained_share(maps.student, maps.teacher):.3f} | {best:.3f} | "
+                     f"{best_centred:.3f} |")  # fmt: skip
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("runs", nargs="*", type=Path, help="run folders of experiments/runner.py")
     parser.add_argument("--data-dir", type=Path, default=SHARED_CIFAR10)
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "results_kernel_channels.md")
+    parser.add_argument("--measure", choices=("channel_share", "explained_share"), default="channel_share")
+    parser.add_argument("--out", type=Path, help="default: docs/results_kernel_channels.md, or "
+                        "docs/results_kernel_explained.md for explained_share")  # fmt: skip
     args = parser.parse_args(argv)
     data = CIFAR10DataModule(args.data_dir, test_per_class=100, eval_batch_size=250, num_workers=0)
     data.setup("test")
     loader = data.test_dataloader()
+    if args.measure == "explained_share":
+        write(args.out or REPO / "docs" / "results_kernel_explained.md", [
+            "| network | point | as trained (the 1x1 transform) | best 1x1 transform | best, centred maps |",
+            "|---|---|---|---|---|",
+            *(line for run in args.runs for line in explained_rows(run_name(run), trained(run), loader)),
+        ])  # fmt: skip
+        return
     lines = [
         "| network | point | ANN Laplace map: channel share | CNN Gaussian map: channel share |",
         "|---|---|---|---|",
@@ -53,9 +93,21 @@ def main(argv: list[str] | None = None) -> None:
         reestimate_batchnorm([module.student, module.teacher], [x])
         lines += rows(f"initialised ({init})", module, loader)
     for run in args.runs:
-        checkpoint = newest(list(run.glob("fit/version_*/checkpoints/last.ckpt")))
-        lines += rows(f"trained: {run.parent.name}/{run.name}", load_module(checkpoint), loader)
-    args.out.write_text("\n".join(lines) + "\n")
+        lines += rows(run_name(run), trained(run), loader)
+    write(args.out or REPO / "docs" / "results_kernel_channels.md", lines)
+
+
+def run_name(run: Path) -> str:
+    return f"trained: {run.parent.name}/{run.name}"
+
+
+def trained(run: Path) -> PKKDModule:
+    """The final weights of a run folder of ``experiments/runner.py``."""
+    return load_module(newest(list(run.glob("fit/version_*/checkpoints/last.ckpt"))))
+
+
+def write(out: Path, lines: list[str]) -> None:
+    out.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -15,6 +15,9 @@ its runs pair with ``pkkd_seed<k>`` and ``pkkd_logits_seed<k>`` in ``experiments
 | `pkkd_lamgrow`     | the term matters late, when the logits are fitted (lambda 0.1 -> 1 over the run)   |
 | `pkkd_centered`    | the matched quantity is dominated by the patch energy on the CNN side (distances   |
 |                    | standardised over the channels before the kernels, ``model.centering channel``)   |
+| `pkkd_standardized`| the 1x1 transform cannot fit under SGD: the Laplace map it reads varies little, so |
+|                    | its weights barely move (it reads the map standardised per channel instead,       |
+|                    | ``model.transform_input standardized``)                                            |
 
 Every run logs the gradient shares of the student's terms at the distilled layers every 100 steps
 (``train/grad_share/<layer>/<term>``), as the convergence runs do, and from ``pkkd_lam0.3`` on the kernel maps'
@@ -53,6 +56,7 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "pkkd_lam1": (*NEW_PKKD, "--model.feature_weight", "1.0"),
     "pkkd_lamgrow": (*NEW_PKKD, *schedule("feature_weight", "linear", 0.1, 1.0)),
     "pkkd_centered": (*NEW_PKKD, "--model.centering", "channel"),
+    "pkkd_standardized": (*NEW_PKKD, "--model.transform_input", "standardized"),
 }
 #: The convergence study's runs the variants are read against (same protocol and seeds).
 BASELINES = ("pkkd", "pkkd_logits")

@@ -8,7 +8,9 @@ PKKD (Xu et al., NeurIPS 2020, sec. 3) rests on two observations that this modul
   matches them after a kernel (Laplace on the ANN side, then the 1x1 transform rho; Gaussian on the CNN side):
   :func:`collect_features` captures all four at the distillation points and :func:`feature_distance_table`
   compares student and teacher with the MMD (:func:`mmd_rbf`) before and after the kernels;
-  :func:`kernel_channel_shares` measures how much of the kernel maps tells the channels apart.
+  :func:`kernel_channel_shares` measures how much of the kernel maps tells the channels apart, and
+  :func:`best_transform` with :func:`explained_share` how much of the teacher's map any 1x1 transform of the
+  student's could reproduce (:func:`with_kernel_centering`: the same with centred maps).
 
 :func:`load_module`, :func:`load_datamodule` and :func:`read_metrics_csv` read a run back from its checkpoint and
 its ``metrics.csv``. Everything returns tensors, dataclasses or plain rows; plotting is left to the notebook
@@ -29,6 +31,7 @@ import torch
 import torch.nn as nn
 
 import pkkd_lightning.data  # noqa: F401  (checkpoints may only name data module classes that are imported)
+from pkkd_lightning.distill.kernels import RunningScale
 from pkkd_lightning.module import PKKDModule
 from pkkd_lightning.ops import Adder2d
 
@@ -126,17 +129,20 @@ def channel_share(maps: torch.Tensor) -> float:
     return ((maps - maps.mean(dim=1, keepdim=True)).std() / maps.std().clamp_min(1e-300)).item()
 
 
-def kernel_channel_shares(module: PKKDModule, loader: Iterable[Any], max_batches: int = 4) -> list[ChannelShareRow]:
-    """:func:`channel_share` of the student's and the teacher's kernel maps at every distillation point (eval
-    mode, the first ``max_batches`` batches pooled).
+class KernelMaps(NamedTuple):
+    """One distillation point's kernel maps pooled over batches, each (N, C, H, W): the student's Laplace map
+    before the 1x1 transform and after it, and the teacher's Gaussian map."""
 
-    The Gaussian kernel of a convolution, ``exp(-(||x||^2 + ||f||^2 - 2 x.f) / 2 sigma^2)``, carries the patch
-    energy ``||x||^2``, which is the same for every filter; when it dominates, the teacher's map is nearly the
-    same in every channel and ``L_feat`` mostly asks the student to reproduce the patch energy.
-    """
+    student_untransformed: torch.Tensor
+    student: torch.Tensor
+    teacher: torch.Tensor
+
+
+def kernel_maps(module: PKKDModule, loader: Iterable[Any], max_batches: int = 4) -> dict[str, KernelMaps]:
+    """The kernel maps of every distillation point, in eval mode, the first ``max_batches`` batches pooled."""
     if module.distiller is None:
-        raise ValueError(f"kernel_channel_shares needs a module with mode='pkkd', got mode={module.hparams.mode!r}")
-    pooled: dict[str, list[list[torch.Tensor]]] = {path: [[], []] for path in module.distiller.points}
+        raise ValueError(f"kernel maps need a module with mode='pkkd', got mode={module.hparams.mode!r}")
+    pooled: dict[str, list[list[torch.Tensor]]] = {path: [[], [], []] for path in module.distiller.points}
     was_training = module.training
     module.eval()
     try:
@@ -146,14 +152,64 @@ def kernel_channel_shares(module: PKKDModule, loader: Iterable[Any], max_batches
                     break
                 x = (batch[0] if isinstance(batch, (list, tuple)) else batch).to(module.device)
                 for path, f in module.distiller(x, train_teacher=False, return_features=True).features.items():
-                    pooled[path][0].append(f.student.cpu())
-                    pooled[path][1].append(f.teacher.cpu())
+                    before = f.student if f.student_untransformed is None else f.student_untransformed
+                    for kept, tensor in zip(pooled[path], (before, f.student, f.teacher)):
+                        kept.append(tensor.cpu())
     finally:
         module.train(was_training)
+    return {path: KernelMaps(*(torch.cat(kept) for kept in maps)) for path, maps in pooled.items()}
+
+
+def kernel_channel_shares(module: PKKDModule, loader: Iterable[Any], max_batches: int = 4) -> list[ChannelShareRow]:
+    """:func:`channel_share` of the student's (transformed) and the teacher's kernel maps at every distillation
+    point (eval mode, the first ``max_batches`` batches pooled).
+
+    The Gaussian kernel of a convolution, ``exp(-(||x||^2 + ||f||^2 - 2 x.f) / 2 sigma^2)``, carries the patch
+    energy ``||x||^2``, which is the same for every filter; when it dominates, the teacher's map is nearly the
+    same in every channel and ``L_feat`` mostly asks the student to reproduce the patch energy.
+    """
     return [
-        ChannelShareRow(layer=path, student=channel_share(torch.cat(s)), teacher=channel_share(torch.cat(t)))
-        for path, (s, t) in pooled.items()
+        ChannelShareRow(layer=path, student=channel_share(maps.student), teacher=channel_share(maps.teacher))
+        for path, maps in kernel_maps(module, loader, max_batches).items()
     ]
+
+
+def explained_share(prediction: torch.Tensor, teacher: torch.Tensor) -> float:
+    """``R^2 = 1 - sum (T - P)^2 / sum (T - mean_c T)^2`` of (N, C, H, W) maps, sums over every element, ``mean_c``
+    each channel's mean over images and positions: the part of the teacher map's variation around its channel
+    means that ``prediction`` reproduces (float64)."""
+    teacher, prediction = teacher.double(), prediction.double()
+    spread = (teacher - teacher.mean(dim=(0, 2, 3), keepdim=True)).square().sum()
+    return (1 - (teacher - prediction).square().sum() / spread.clamp_min(1e-300)).item()
+
+
+def best_transform(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """The least-squares prediction of the (N, C_t, H, W) teacher map by a 1x1 affine transform of the
+    (N, C_s, H, W) student map, ``argmin_{W, b} sum (T - (W S + b))^2`` over every image and position (float64):
+    the best that PKKD's training-only transform rho (with a bias) could do with these student maps."""
+    def rows(maps: torch.Tensor) -> torch.Tensor:  # (N * H * W, C)
+        return maps.double().movedim(1, -1).reshape(-1, maps.shape[1])
+
+    design = torch.cat([rows(student), torch.ones(rows(student).shape[0], 1, dtype=torch.float64)], dim=1)
+    target = rows(teacher)
+    fitted = design @ torch.linalg.lstsq(design, target).solution
+    n, _, h, w = teacher.shape
+    return fitted.reshape(n, h, w, -1).movedim(-1, 1)
+
+
+def with_kernel_centering(module: PKKDModule, centering: str, x: torch.Tensor) -> PKKDModule:
+    """A copy of a PKKD module with the same weights whose kernels centre the distances as ``centering``
+    (``model.centering``), their running scales set from the batch ``x`` as the first training step sets them."""
+    other = PKKDModule(**{**module.hparams, "centering": centering})
+    other.load_state_dict(module.state_dict())
+    scales = [m for m in other.modules() if isinstance(m, RunningScale) and m.adaptive]
+    other.eval()
+    with torch.no_grad():
+        for scale in scales:
+            scale.initialized.fill_(False)
+            scale.train()
+        other.distiller(x.to(next(module.parameters()).device), train_teacher=False)
+    return other.eval()
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,9 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from pkkd_lightning.run_dirs import checkpoints_in, newest, resumable_checkpoints
 
 #: Module arguments that decide the networks' structure: a checkpoint and the config must agree on them.
-STRUCTURAL_KEYS = ("arch", "mode", "teacher_training", "distill_points", "linear_transform", "keep")
+STRUCTURAL_KEYS = (
+    "arch", "mode", "teacher_training", "distill_points", "linear_transform", "transform_input", "keep",
+)  # fmt: skip
 #: Module arguments a resumed fit may change: how the layers are computed and how often a diagnostic is logged.
 FREE_ON_RESUME = ("num_classes", "adder_backend", "grad_share_every_n_steps")
 #: Callback sections whose ``dirpath`` is a checkpoint folder.

@@ -18,7 +18,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_info
 
-from pkkd_lightning.distill import Centering, FeatureSpace, KernelDistiller, LossWeightName, LossWeights
+from pkkd_lightning.distill import (
+    Centering,
+    FeatureSpace,
+    KernelDistiller,
+    LossWeightName,
+    LossWeights,
+    TransformInput,
+)
 from pkkd_lightning.distill.diagnostics import gradient_shares, kernel_statistics
 from pkkd_lightning.distill.kernels import SigmaSpec
 from pkkd_lightning.distill.objective import student_terms, teacher_terms
@@ -58,6 +65,9 @@ class PKKDModule(L.LightningModule):
         tau: softmax temperature of the soft-logit term, > 0 (likewise).
         feature_space: ``kernel`` (PKKD) or ``distance`` (ablation: match the scaled distances, no kernel).
         linear_transform: the training-only 1x1 transform on the ANN side (False: the "no transform" ablation).
+        transform_input: what that transform reads: ``kernel`` (PKKD: the Laplace map; the transform starts as the
+            identity) or ``standardized`` **[ours]** (the map standardised per channel with batch statistics; the
+            transform starts at zero), see :class:`~pkkd_lightning.distill.distiller.KernelHead`.
         centering: ``none`` (PKKD) or ``channel`` **[ours]**: distances centred over channels before the kernels.
         teacher_training: ``joint`` trains the teacher with the student (PKKD's "progressive" teacher); ``fixed``
             loads it from ``teacher_checkpoint`` and freezes it (the "fixed pre-trained teacher" ablation).
@@ -89,6 +99,7 @@ class PKKDModule(L.LightningModule):
         tau: float = 4.0,
         feature_space: FeatureSpace = "kernel",
         linear_transform: bool = True,
+        transform_input: TransformInput = "kernel",
         centering: Centering = "none",
         teacher_training: TeacherTraining = "joint",
         teacher_checkpoint: str | None = None,
@@ -110,6 +121,12 @@ class PKKDModule(L.LightningModule):
         check_choice("model.mode", mode, Mode)
         check_choice("model.teacher_training", teacher_training, TeacherTraining)
         check_choice("model.lr_schedule", lr_schedule, LrSchedule)
+        check_choice("model.transform_input", transform_input, TransformInput)
+        if transform_input != "kernel" and not linear_transform:
+            raise ValueError(
+                f"model.transform_input={transform_input!r} sets what the 1x1 transform reads, but "
+                "model.linear_transform is false: set model.linear_transform true or model.transform_input kernel"
+            )
         check_backend_name(adder_backend, "model.adder_backend")
         check_int("model.num_classes", num_classes, 2)
         check_int("model.grad_share_every_n_steps", grad_share_every_n_steps, 0)
@@ -144,7 +161,7 @@ class PKKDModule(L.LightningModule):
             check_distill_points(self.student, points)
             self.distiller = KernelDistiller(
                 self.student, self.teacher, points, feature_space, linear_transform,
-                sigma_ann, sigma_cnn, sigma_momentum, centering,
+                sigma_ann, sigma_cnn, sigma_momentum, centering, transform_input,
             )  # fmt: skip
         self.metrics = nn.ModuleDict(
             {f"{stage}_{net}": accuracy_metrics(num_classes) for stage in ("val", "test") for net in self.networks()}

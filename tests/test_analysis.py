@@ -12,6 +12,10 @@ import torch.nn as nn
 
 from pkkd_lightning import PKKDModule
 from pkkd_lightning.analysis import (
+    best_transform,
+    explained_share,
+    kernel_maps,
+    with_kernel_centering,
     FeatureSet,
     MetricPoint,
     channel_share,
@@ -248,3 +252,51 @@ def test_kernel_channel_shares_cover_every_point_and_restore_the_mode() -> None:
     assert all(0 <= r["student"] <= 1.5 and 0 <= r["teacher"] <= 1.5 for r in rows)
     with pytest.raises(ValueError, match="mode='pkkd'"):
         kernel_channel_shares(PKKDModule(mode="ann"), loader)
+
+
+def test_explained_share_is_one_for_the_teacher_itself_and_zero_for_its_channel_means() -> None:
+    teacher = torch.randn(3, 4, 5, 5, generator=torch.Generator().manual_seed(0))
+    assert explained_share(teacher, teacher) == pytest.approx(1.0)
+    assert explained_share(teacher.mean(dim=(0, 2, 3), keepdim=True).expand_as(teacher), teacher) == pytest.approx(0.0)
+    assert explained_share(teacher.mean().expand_as(teacher), teacher) < 0  # one mean for all channels is worse
+
+
+def test_best_transform_is_the_least_squares_1x1_affine_fit() -> None:
+    gen = torch.Generator().manual_seed(1)
+    student = torch.randn(3, 2, 4, 4, generator=gen, dtype=torch.float64)
+    weight, bias = torch.randn(5, 2, generator=gen, dtype=torch.float64), torch.randn(5, generator=gen)
+    exact = torch.einsum("ts,nshw->nthw", weight, student) + bias.double().view(1, -1, 1, 1)
+    torch.testing.assert_close(best_transform(student, exact), exact)
+    assert explained_share(best_transform(student, exact), exact) == pytest.approx(1.0)
+    # Against the normal equations, one row per (image, position) written out by hand.
+    teacher = exact + torch.randn(exact.shape, generator=gen, dtype=torch.float64)
+    rows = [[*student[n, :, i, j].tolist(), 1.0] for n in range(3) for i in range(4) for j in range(4)]
+    design = torch.tensor(rows, dtype=torch.float64)
+    target = torch.tensor([teacher[n, :, i, j].tolist() for n in range(3) for i in range(4) for j in range(4)])
+    coef = torch.linalg.solve(design.T @ design, design.T @ target.double())
+    expected = (design @ coef).reshape(3, 4, 4, 5).permute(0, 3, 1, 2)
+    torch.testing.assert_close(best_transform(student, teacher), expected)
+    assert 0 < explained_share(expected, teacher) < 1
+
+
+def test_kernel_maps_before_and_after_the_transform_and_a_centred_copy() -> None:
+    module = _tiny_pkkd()
+    loader = [(torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 3])) for _ in range(2)]
+    with torch.no_grad():
+        module.compute_losses(*loader[0])  # initialises the running sigmas
+    maps = kernel_maps(module, loader)
+    assert list(maps) == module.distiller.points and module.training
+    for path, point in maps.items():
+        assert point.student.shape == point.student_untransformed.shape == (8, *point.teacher.shape[1:])
+        # rho starts as the identity
+        torch.testing.assert_close(point.student, point.student_untransformed)
+    centred = with_kernel_centering(module, "channel", loader[0][0])
+    assert centred.hparams.centering == "channel" and module.hparams.centering == "none"
+    same = {k: v for k, v in module.state_dict().items() if ".scale." not in k}
+    for key, value in same.items():
+        torch.testing.assert_close(centred.state_dict()[key], value)
+    head = next(iter(centred.distiller.heads.values()))
+    # The running scale of standardised distances is their mean absolute value, below 1 (their RMS is 1).
+    assert 0.3 < float(head.teacher_kernel.scale.scale) < 1 and bool(head.teacher_kernel.scale.initialized)
+    teacher = kernel_maps(centred, loader)[module.distiller.points[0]].teacher
+    assert channel_share(teacher) > 2 * channel_share(maps[module.distiller.points[0]].teacher)

@@ -251,3 +251,12 @@ def test_diagnostics_are_logged_once_at_every_distilled_layer_at_the_steps_that_
         assert stats["loss_before_transform"] == pytest.approx(stats["loss_after_transform"])
         assert logged[f"train/kernel/{point}/student_spread"] > 0
     assert losses["train/beta"] == module.loss_weights.beta
+
+
+def test_what_the_transform_reads_is_validated_and_needs_the_transform():
+    with pytest.raises(ValueError, match=r"model\.transform_input='standardized'.*model\.linear_transform is false"):
+        PKKDModule("resnet20", 10, linear_transform=False, transform_input="standardized")
+    with pytest.raises(ValueError, match=r"model\.transform_input"):
+        PKKDModule("resnet20", 10, transform_input="whitened")
+    module = PKKDModule("resnet20", 10, transform_input="standardized")
+    assert isinstance(next(iter(module.distiller.heads.values())).transform[0], torch.nn.BatchNorm2d)

@@ -6,6 +6,7 @@ from pkkd_lightning.distill.distiller import (
     FeatureSpace,
     KernelDistiller,
     PointFeatures,
+    TransformInput,
 )
 from pkkd_lightning.distill.kernels import Centering
 from pkkd_lightning.distill.losses import LossWeightName, LossWeights
@@ -22,5 +23,6 @@ __all__ = [
     "LossWeights",
     "PointFeatures",
     "TapRecord",
+    "TransformInput",
     "default_tap_paths",
 ]

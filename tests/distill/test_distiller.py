@@ -103,6 +103,28 @@ def test_identity_transform_draws_no_random_numbers():
     torch.testing.assert_close(conv(y), y)
 
 
+def test_a_standardized_transform_input_is_an_affine_map_of_the_laplace_map_that_starts_at_zero(twins, x):
+    distiller = KernelDistiller(*twins, POINTS, sigma_ann=300.0, transform_input="standardized")
+    assert sum(p.numel() for p in distiller.parameters()) == sum(c * c + c for c in (16, 32, 64))  # same rho
+    head = distiller.heads[head_key(POINTS[0])]
+    start = distiller(x, train_teacher=False, return_features=True).features[POINTS[0]]
+    assert torch.equal(start.student, torch.zeros_like(start.student))
+    torch.testing.assert_close(start.student_untransformed, torch.exp(start.student_raw / 300.0))
+    gen = torch.Generator().manual_seed(2)
+    weight, bias = torch.randn(16, 16, generator=gen), torch.randn(16, generator=gen)
+    with torch.no_grad():
+        head.transform[1].weight.copy_(weight.view(16, 16, 1, 1))
+        head.transform[1].bias.copy_(bias)
+    features = distiller(x, train_teacher=False, return_features=True).features[POINTS[0]]
+    g = features.student_untransformed.double()
+    mean, var = g.mean(dim=(0, 2, 3), keepdim=True), g.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
+    standardized = (g - mean) / (var + 1e-5).sqrt()  # batch statistics in training mode
+    expected = torch.einsum("oc,nchw->nohw", weight.double(), standardized) + bias.double().view(1, -1, 1, 1)
+    torch.testing.assert_close(features.student.double(), expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="transform_input.*'kernel', 'standardized'"):
+        KernelDistiller(*twins, POINTS, transform_input="whitened")
+
+
 class HintHead(nn.Module):
     """FitNets-style hint: a 1x1 regressor on the student's raw output against the teacher's raw output."""
 
