@@ -10,7 +10,8 @@ distillation point.
 means) that the ANN map reproduces (:func:`pkkd_lightning.analysis.explained_share`): through the 1x1 transform as
 trained, through the best 1x1 affine transform of the same maps (least squares: what any transform could reach
 without changing the student), and the best with the distances centred over channels (``model.centering
-channel``, the same weights).
+channel``, the same weights); and the trained transform's weights (mean diagonal and mean absolute off-diagonal
+entry; it starts as the identity, 1 and 0).
 
 Both read the first 1,000 CIFAR-10 test images; they are only looked at, never used to choose anything.
 
@@ -26,6 +27,8 @@ import argparse
 from pathlib import Path
 
 import lightning as L
+import torch
+import torch.nn as nn
 
 from experiments.runner import REPO, SHARED_CIFAR10, newest
 from pkkd_lightning import PKKDModule
@@ -39,6 +42,7 @@ from pkkd_lightning.analysis import (
 )
 from pkkd_lightning.callbacks import reestimate_batchnorm
 from pkkd_lightning.data import CIFAR10DataModule
+from pkkd_lightning.distill.distiller import head_key
 
 
 def rows(name: str, module: PKKDModule, loader) -> list[str]:
@@ -58,8 +62,18 @@ def explained_rows(name: str, module: PKKDModule, loader) -> list[str]:
         best_centred = explained_share(best_transform(centred[path].student_untransformed, centred[path].teacher),
                                        centred[path].teacher)  # fmt: skip
         lines.append(f"| {name} | {path} | {explained_share(maps.student, maps.teacher):.3f} | {best:.3f} | "
-                     f"{best_centred:.3f} |")  # fmt: skip
+                     f"{best_centred:.3f} | {transform_weights(module, path)} |")  # fmt: skip
     return lines
+
+
+def transform_weights(module: PKKDModule, path: str) -> str:
+    """``mean diagonal / mean |off-diagonal|`` of the point's 1x1 transform's weight matrix, or ``-`` without one."""
+    convs = [m for m in module.distiller.heads[head_key(path)].transform.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        return "-"
+    weight = convs[0].weight.detach().flatten(1)
+    off_diagonal = (weight - torch.diag(weight.diagonal())).abs().sum() / (weight.numel() - len(weight))
+    return f"{weight.diagonal().mean():.3f} / {off_diagonal:.4f}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -75,8 +89,9 @@ def main(argv: list[str] | None = None) -> None:
     loader = data.test_dataloader()
     if args.measure == "explained_share":
         write(args.out or REPO / "docs" / "results_kernel_explained.md", [
-            "| network | point | as trained (the 1x1 transform) | best 1x1 transform | best, centred maps |",
-            "|---|---|---|---|---|",
+            "| network | point | as trained (the 1x1 transform) | best 1x1 transform | best, centred maps | "
+            "transform: mean diagonal / mean abs. off-diagonal |",
+            "|---|---|---|---|---|---|",
             *(line for run in args.runs for line in explained_rows(run_name(run), trained(run), loader)),
         ])  # fmt: skip
         return

@@ -153,10 +153,14 @@ def length_summary(arms: Arms, epochs: int) -> str:
     return "\n".join(lines) + "\n\n" + kernel_statistics_table(arms, epochs) + "\n"
 
 
-def highest_on_validation(variants: dict[str, dict[int, float]], baseline: dict[int, float]) -> tuple[str, float] | None:
+def highest_on_validation(
+    variants: dict[str, dict[int, float]], baseline: dict[int, float]
+) -> tuple[str, float] | None:
     """The variant whose validation accuracy minus the baseline's, averaged over the seeds both have, is highest,
     with that mean difference; None when no variant shares a seed with the baseline."""
-    gains = {name: statistics.mean(diffs) for name, by_seed in variants.items() if (diffs := paired(by_seed, baseline)[0])}
+    gains = {
+        name: statistics.mean(diffs) for name, by_seed in variants.items() if (diffs := paired(by_seed, baseline)[0])
+    }
     return max(gains.items(), key=lambda item: item[1]) if gains else None
 
 

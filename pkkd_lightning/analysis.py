@@ -187,6 +187,7 @@ def best_transform(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor
     """The least-squares prediction of the (N, C_t, H, W) teacher map by a 1x1 affine transform of the
     (N, C_s, H, W) student map, ``argmin_{W, b} sum (T - (W S + b))^2`` over every image and position (float64):
     the best that PKKD's training-only transform rho (with a bias) could do with these student maps."""
+
     def rows(maps: torch.Tensor) -> torch.Tensor:  # (N * H * W, C)
         return maps.double().movedim(1, -1).reshape(-1, maps.shape[1])
 

@@ -217,7 +217,8 @@ class PKKDModule(L.LightningModule):
         every = self.hparams.grad_share_every_n_steps
         diagnose = bool(self.distiller is not None and every and self.global_step % every == 0)
         terms = self.compute_losses(*batch, kernel_stats=diagnose)
-        self.log_dict({f"train/{k}": v.detach() for k, v in terms.items() if k != "loss" and not k.startswith("kernel/")})
+        logged = {k: v for k, v in terms.items() if k != "loss" and not k.startswith("kernel/")}
+        self.log_dict({f"train/{k}": v.detach() for k, v in logged.items()})
         self.log("train/loss", terms["loss"].detach(), prog_bar=True)
         self.log_dict({f"train/{k}": float(v) for k, v in asdict(self.loss_weights).items()})
         if diagnose:

@@ -12,25 +12,25 @@ import torch.nn as nn
 
 from pkkd_lightning import PKKDModule
 from pkkd_lightning.analysis import (
-    best_transform,
-    explained_share,
-    kernel_maps,
-    with_kernel_centering,
     FeatureSet,
     MetricPoint,
+    best_transform,
     channel_share,
     collect_features,
     compare_weight_fits,
+    explained_share,
     feature_distance_table,
     fit_gaussian,
     fit_laplace,
     kernel_channel_shares,
+    kernel_maps,
     load_datamodule,
     load_module,
     mmd_rbf,
     read_metrics_csv,
     read_run_metrics,
     standardize,
+    with_kernel_centering,
 )
 from pkkd_lightning.cli import cli_main
 from pkkd_lightning.data import DigitsDataModule
@@ -286,7 +286,7 @@ def test_kernel_maps_before_and_after_the_transform_and_a_centred_copy() -> None
         module.compute_losses(*loader[0])  # initialises the running sigmas
     maps = kernel_maps(module, loader)
     assert list(maps) == module.distiller.points and module.training
-    for path, point in maps.items():
+    for point in maps.values():
         assert point.student.shape == point.student_untransformed.shape == (8, *point.teacher.shape[1:])
         # rho starts as the identity
         torch.testing.assert_close(point.student, point.student_untransformed)

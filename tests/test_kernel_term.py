@@ -48,7 +48,7 @@ def test_summary_pairs_variants_with_the_baselines_by_seed_and_reads_the_gradien
     write_result(variants, "pkkd_lam1_seed0", 0, 0.65, [0.6] * 10)
     write_shares(variants / "pkkd_lam1_seed0", {100: 0.2, 200: 0.4, 1100: 0.01, 1800: 0.03}, {100: 0.3, 1100: 0.1})
     table = kernel_term.summarize(variants, baselines)
-    kernel_rows = table.rstrip().split("\n\n")[-1].splitlines()[2:]  # the last table: runs that logged kernel statistics
+    kernel_rows = table.rstrip().split("\n\n")[-1].splitlines()[2:]  # the last table: runs with kernel statistics
     assert kernel_rows == ["| pkkd_lam1 | - / - | - / - | 0.3000 / 0.1000 | - / - |"]
     lam1 = next(line for line in table.splitlines() if line.startswith("| pkkd_lam1 |"))
     assert "| 0 | 65.00 | 60.00 | +3.00 / +10.00 | +4.00 / +20.00 | 0.300 | 0.020 |" in lam1
