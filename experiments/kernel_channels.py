@@ -11,7 +11,7 @@ means) that the ANN map reproduces (:func:`pkkd_lightning.analysis.explained_sha
 trained, through the best 1x1 affine transform of the same maps (least squares: what any transform could reach
 without changing the student), and the best with the distances centred over channels (``model.centering
 channel``, the same weights); and the trained transform's weights (mean diagonal and mean absolute off-diagonal
-entry; it starts as the identity, 1 and 0).
+entry; it starts as the identity, 1 and 0), beside the diagonal that the run's weight decay alone would leave.
 
 Both read the first 1,000 CIFAR-10 test images; they are only looked at, never used to choose anything.
 
@@ -43,6 +43,8 @@ from pkkd_lightning.analysis import (
 from pkkd_lightning.callbacks import reestimate_batchnorm
 from pkkd_lightning.data import CIFAR10DataModule
 from pkkd_lightning.distill.distiller import head_key
+from pkkd_lightning.network_io import read_checkpoint
+from pkkd_lightning.optim import sgd_with_schedule
 
 
 def rows(name: str, module: PKKDModule, loader) -> list[str]:
@@ -52,9 +54,10 @@ def rows(name: str, module: PKKDModule, loader) -> list[str]:
     ]
 
 
-def explained_rows(name: str, module: PKKDModule, loader) -> list[str]:
+def explained_rows(name: str, module: PKKDModule, steps: int, loader) -> list[str]:
     """Per distillation point, the share of the teacher map's variation reproduced as trained, by the best 1x1
-    transform, and by the best 1x1 transform of channel-centred maps."""
+    transform, and by the best 1x1 transform of channel-centred maps; and the transform's weights after ``steps``
+    training steps beside what weight decay alone leaves of the identity."""
     centred = kernel_maps(with_kernel_centering(module, "channel", next(iter(loader))[0]), loader)
     lines = []
     for path, maps in kernel_maps(module, loader).items():
@@ -62,18 +65,37 @@ def explained_rows(name: str, module: PKKDModule, loader) -> list[str]:
         best_centred = explained_share(best_transform(centred[path].student_untransformed, centred[path].teacher),
                                        centred[path].teacher)  # fmt: skip
         lines.append(f"| {name} | {path} | {explained_share(maps.student, maps.teacher):.3f} | {best:.3f} | "
-                     f"{best_centred:.3f} | {transform_weights(module, path)} |")  # fmt: skip
+                     f"{best_centred:.3f} | {transform_weights(module, path, steps)} |")  # fmt: skip
     return lines
 
 
-def transform_weights(module: PKKDModule, path: str) -> str:
-    """``mean diagonal / mean |off-diagonal|`` of the point's 1x1 transform's weight matrix, or ``-`` without one."""
-    convs = [m for m in module.distiller.heads[head_key(path)].transform.modules() if isinstance(m, nn.Conv2d)]
+def transform_weights(module: PKKDModule, path: str, steps: int) -> str:
+    """``mean diagonal (weight decay alone) / mean |off-diagonal|`` of the point's 1x1 transform's weight matrix,
+    or ``-`` without one; weight decay alone only for a transform that starts as the identity."""
+    transform = module.distiller.heads[head_key(path)].transform
+    convs = [m for m in transform.modules() if isinstance(m, nn.Conv2d)]
     if not convs:
         return "-"
     weight = convs[0].weight.detach().flatten(1)
     off_diagonal = (weight - torch.diag(weight.diagonal())).abs().sum() / (weight.numel() - len(weight))
-    return f"{weight.diagonal().mean():.3f} / {off_diagonal:.4f}"
+    alone = f" ({weight_decay_alone(module, steps):.3f})" if transform is convs[0] else ""
+    return f"{weight.diagonal().mean():.3f}{alone} / {off_diagonal:.4f}"
+
+
+def weight_decay_alone(module: PKKDModule, steps: int) -> float:
+    """What a weight of 1 becomes after ``steps`` steps of the run's SGD (learning rate, schedule, momentum, weight
+    decay) when the loss does not reach it: the transform's diagonal if the matching loss never moved it."""
+    hp = module.hparams
+    weight = nn.Parameter(torch.ones(1))
+    group = [{"name": "a weight no loss reaches", "params": [weight]}]
+    config = sgd_with_schedule(group, hp.lr, hp.momentum, hp.nesterov, hp.weight_decay, hp.lr_schedule, steps)
+    schedule = config.get("lr_scheduler", {}).get("scheduler")
+    for _ in range(steps):
+        weight.grad = torch.zeros_like(weight)
+        config["optimizer"].step()
+        if schedule is not None:
+            schedule.step()
+    return weight.item()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -90,9 +112,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.measure == "explained_share":
         write(args.out or REPO / "docs" / "results_kernel_explained.md", [
             "| network | point | as trained (the 1x1 transform) | best 1x1 transform | best, centred maps | "
-            "transform: mean diagonal / mean abs. off-diagonal |",
+            "transform: mean diagonal (weight decay alone) / mean abs. off-diagonal |",
             "|---|---|---|---|---|---|",
-            *(line for run in args.runs for line in explained_rows(run_name(run), trained(run), loader)),
+            *(line for run in args.runs for line in explained_rows(run_name(run), trained(run), steps(run), loader)),
         ])  # fmt: skip
         return
     lines = [
@@ -116,9 +138,19 @@ def run_name(run: Path) -> str:
     return f"trained: {run.parent.name}/{run.name}"
 
 
+def last_checkpoint(run: Path) -> Path:
+    """The final checkpoint of a run folder of ``experiments/runner.py``."""
+    return newest(list(run.glob("fit/version_*/checkpoints/last.ckpt")))
+
+
 def trained(run: Path) -> PKKDModule:
     """The final weights of a run folder of ``experiments/runner.py``."""
-    return load_module(newest(list(run.glob("fit/version_*/checkpoints/last.ckpt"))))
+    return load_module(last_checkpoint(run))
+
+
+def steps(run: Path) -> int:
+    """The number of training steps a run took."""
+    return int(read_checkpoint(last_checkpoint(run))["global_step"])
 
 
 def write(out: Path, lines: list[str]) -> None:

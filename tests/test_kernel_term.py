@@ -3,6 +3,7 @@ on hand-written ``result.json`` and ``metrics.csv`` files."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,15 @@ def test_the_highest_on_validation_is_paired_by_seed_and_needs_a_shared_seed():
     variants = {"a": {0: 61.0, 1: 70.0}, "b": {1: 70.8}, "c": {5: 99.0}}
     assert kernel_term.highest_on_validation(variants, baseline) == ("b", pytest.approx(0.8))
     assert kernel_term.highest_on_validation({"c": {5: 99.0}}, baseline) is None
+
+
+def test_weight_decay_alone_follows_the_runs_sgd():
+    from experiments.kernel_channels import weight_decay_alone
+    from pkkd_lightning import PKKDModule
+
+    constant = PKKDModule("resnet20", 10, lr=0.1, momentum=0.0, weight_decay=1e-2, lr_schedule="constant")
+    assert weight_decay_alone(constant, 7) == pytest.approx((1 - 0.1 * 1e-2) ** 7)
+    assert weight_decay_alone(PKKDModule("resnet20", 10, weight_decay=0.0), 50) == 1.0
+    # momentum 0.9 carries each step's decay on: ten times the decay of plain SGD, nearly
+    with_momentum = PKKDModule("resnet20", 10, lr=0.01, momentum=0.9, weight_decay=1e-3, lr_schedule="constant")
+    assert weight_decay_alone(with_momentum, 2000) == pytest.approx(math.exp(-2000 * 0.01 * 1e-3 * 10), rel=0.02)
