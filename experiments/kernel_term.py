@@ -32,7 +32,7 @@ Usage::
 
     python -m experiments.kernel_term run --jobs 1          # resumable; 50-110 min a run on one core
     python -m experiments.kernel_term run --epochs 48 --variants pkkd_notransform --seeds 0 1 2
-    python -m experiments.kernel_term summarize             # docs/results_kernel_term.md
+    python -m experiments.kernel_term summarize             # docs/results_kernel_term.md, figures/kernel_term.png
 """
 
 from __future__ import annotations
@@ -76,17 +76,52 @@ def late_validation(result: dict, last: int = LAST_EPOCHS) -> float:
     return statistics.mean(100 * value for _, value in result["val_curve"][-last:])
 
 
+#: Every run of the study logs its diagnostics every this many steps (``model.grad_share_every_n_steps``).
+DIAGNOSIS_EVERY = 100
+
+
+def layer_series(run_dir: Path, prefix: str, suffix: str, every: int = DIAGNOSIS_EVERY) -> dict[str, dict[int, float]]:
+    """``{layer: {diagnosis step: value}}`` of the series named ``<prefix><layer><suffix>``.
+
+    Runs logged before the diagnostics were written at the step that computes them repeat each value at the later
+    logging steps of its epoch, under those steps (and lose it when the epoch ends first). Each value is therefore
+    read once, at the step it came from: the multiple of ``every`` at or below the step it was logged under.
+    """
+    layers: dict[str, dict[int, float]] = {}
+    for name, series in read_run_metrics(run_dir / "fit").items():
+        if name.startswith(prefix) and name.endswith(suffix):
+            first = layers.setdefault(name[len(prefix) : len(name) - len(suffix)], {})
+            for point in series:
+                first.setdefault(point.step - point.step % every, point.value)
+    return layers
+
+
+def diagnosis_series(run_dir: Path, prefix: str, suffix: str, every: int = DIAGNOSIS_EVERY) -> dict[int, float]:
+    """``{diagnosis step: mean over the distilled layers}`` of :func:`layer_series`."""
+    by_step: dict[int, list[float]] = {}
+    for series in layer_series(run_dir, prefix, suffix, every).values():
+        for step, value in series.items():
+            by_step.setdefault(step, []).append(value)
+    return {step: statistics.mean(values) for step, values in sorted(by_step.items())}
+
+
+def unexplained_series(run_dir: Path) -> dict[int, float]:
+    """``{diagnosis step: mean over the layers of loss after the transform / the teacher map's variance}``: 1 when
+    the transformed student map predicts the teacher map's mean and nothing of how it varies."""
+    losses = layer_series(run_dir, "train/kernel/", "/loss_after_transform")
+    spreads = layer_series(run_dir, "train/kernel/", "/teacher_spread")
+    by_step: dict[int, list[float]] = {}
+    for layer, series in losses.items():
+        for step, loss in series.items():
+            if (spread := spreads.get(layer, {}).get(step)) is not None:
+                by_step.setdefault(step, []).append(loss / spread**2)
+    return {step: statistics.mean(values) for step, values in sorted(by_step.items())}
+
+
 def logged_mean(run_dir: Path, prefix: str, suffix: str, steps: tuple[int, int]) -> float | None:
-    """Mean of the logged series named ``<prefix><layer><suffix>`` over every distilled layer, for logged steps in
-    ``[start, end)``; None when the run logged none."""
-    metrics = read_run_metrics(run_dir / "fit")
-    values = [
-        point.value
-        for name, series in metrics.items()
-        if name.startswith(prefix) and name.endswith(suffix)
-        for point in series
-        if point.step is not None and steps[0] <= point.step < steps[1]
-    ]
+    """Mean of :func:`diagnosis_series` over the diagnosis steps in ``[start, end)``; None when the run logged none
+    there."""
+    values = [v for step, v in diagnosis_series(run_dir, prefix, suffix).items() if steps[0] <= step < steps[1]]
     return statistics.mean(values) if values else None
 
 
@@ -193,6 +228,40 @@ def _mean_or_dash(values: list[float | None], digits: int = 3) -> str:
     return f"{statistics.mean(known):.{digits}f}" if known else "-"
 
 
+def plot(out: Path, figure_path: Path, baseline_out: Path = CONVERGENCE_OUT, seed: int = 0) -> None:
+    """Along the 24-epoch runs of ``seed``: the feature term's gradient share at the distilled layers, and the
+    matching loss after the transform as a fraction of the teacher map's variance (runs that log it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arms = arms_at(out, baseline_out, EPOCHS)
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for index, (method, (_, by_seed)) in enumerate(arms.items()):
+        if seed not in by_seed or method == "pkkd_logits":
+            continue
+        folder = run_folder(arms, method, seed, EPOCHS)
+        if shares := diagnosis_series(folder, "train/grad_share/", "/features"):
+            left.plot(list(shares), list(shares.values()), marker=".", color=f"C{index}", label=method)
+        if unexplained := unexplained_series(folder):
+            right.plot(list(unexplained), list(unexplained.values()), marker=".", color=f"C{index}", label=method)
+    left.set(xlabel="training step", ylabel="share of the layer's gradient", yscale="log",
+             title="Feature term's gradient share (mean of the distilled layers)")  # fmt: skip
+    right.axhline(1, color="0.5", lw=0.8)
+    right.set(xlabel="training step", ylabel="loss after transform / teacher map variance",
+              title="Teacher map variation left unexplained")  # fmt: skip
+    for axis in (left, right):
+        axis.grid(alpha=0.3)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=8)
+    figure.suptitle(f"Kernel-term variants, 24-epoch protocol, seed {seed}")
+    figure.tight_layout()
+    figure_path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(figure_path, dpi=120)
+    plt.close(figure)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = experiment_parser(__doc__, OUT)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
@@ -203,6 +272,7 @@ def main(argv: list[str] | None = None) -> None:
         run_all(runs(args.variants, args.seeds, args.epochs), args.out, args.jobs, args.threads)
     table = summarize(args.out)
     (REPO / "docs" / "results_kernel_term.md").write_text(table)
+    plot(args.out, REPO / "docs" / "figures" / "kernel_term.png")
     print(table)
 
 

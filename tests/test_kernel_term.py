@@ -89,3 +89,25 @@ def test_weight_decay_alone_follows_the_runs_sgd():
     # momentum 0.9 carries each step's decay on: ten times the decay of plain SGD, nearly
     with_momentum = PKKDModule("resnet20", 10, lr=0.01, momentum=0.9, weight_decay=1e-3, lr_schedule="constant")
     assert weight_decay_alone(with_momentum, 2000) == pytest.approx(math.exp(-2000 * 0.01 * 1e-3 * 10), rel=0.02)
+
+
+def test_a_value_repeated_at_later_logging_steps_is_read_once_at_its_diagnosis_step(tmp_path: Path):
+    # How runs logged before the fix look: the step-0 value again at steps 24 and 49, the step-100 one at 124.
+    write_shares(tmp_path, {24: 0.2, 49: 0.2, 74: 0.2, 124: 0.5, 149: 0.5, 1100: 0.01})
+    assert kernel_term.diagnosis_series(tmp_path, "train/grad_share/", "/features") == {0: 0.2, 100: 0.5, 1100: 0.01}
+    assert kernel_term.feature_share(tmp_path, (0, 300)) == pytest.approx(0.35)
+
+
+def test_the_unexplained_fraction_is_the_loss_over_the_teacher_variance_per_layer_and_is_plotted(tmp_path: Path):
+    write_result(tmp_path / "kernel_term", "pkkd_lam1_seed0", 0, 0.65, [0.6] * 10)
+    run = tmp_path / "kernel_term" / "pkkd_lam1_seed0"
+    folder = run / "fit" / "version_0"
+    folder.mkdir(parents=True)
+    columns = [
+        f"train/kernel/{layer}/{stat}" for layer in ("a", "b") for stat in ("loss_after_transform", "teacher_spread")
+    ]
+    rows = ["0,0,0.04,0.2,0.01,0.1", "100,1,0.02,0.2,0.01,0.2"]
+    (folder / "metrics.csv").write_text("step,epoch," + ",".join(columns) + "\n" + "\n".join(rows) + "\n")
+    assert kernel_term.unexplained_series(run) == {0: pytest.approx(1.0), 100: pytest.approx((0.5 + 0.25) / 2)}
+    kernel_term.plot(tmp_path / "kernel_term", tmp_path / "figure.png", tmp_path / "convergence")
+    assert (tmp_path / "figure.png").stat().st_size > 0
