@@ -249,8 +249,8 @@ def plot(out: Path, figure_path: Path, baseline_out: Path = CONVERGENCE_OUT, see
     left.set(xlabel="training step", ylabel="share of the layer's gradient", yscale="log",
              title="Feature term's gradient share (mean of the distilled layers)")  # fmt: skip
     right.axhline(1, color="0.5", lw=0.8)
-    right.set(xlabel="training step", ylabel="loss after transform / teacher map variance",
-              title="Teacher map variation left unexplained")  # fmt: skip
+    right.set(xlabel="training step", ylabel="loss after transform / teacher map variance", ylim=(0, 1.5),
+              title="Teacher map variation left unexplained (axis cut at 1.5)")  # fmt: skip
     for axis in (left, right):
         axis.grid(alpha=0.3)
         if axis.get_legend_handles_labels()[0]:
