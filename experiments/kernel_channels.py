@@ -59,26 +59,27 @@ def explained_rows(name: str, module: PKKDModule, steps: int, loader) -> list[st
     transform, and by the best 1x1 transform of channel-centred maps; and the transform's weights after ``steps``
     training steps beside what weight decay alone leaves of the identity."""
     centred = kernel_maps(with_kernel_centering(module, "channel", next(iter(loader))[0]), loader)
+    alone = weight_decay_alone(module, steps)
     lines = []
     for path, maps in kernel_maps(module, loader).items():
         best = explained_share(best_transform(maps.student_untransformed, maps.teacher), maps.teacher)
         best_centred = explained_share(best_transform(centred[path].student_untransformed, centred[path].teacher),
                                        centred[path].teacher)  # fmt: skip
         lines.append(f"| {name} | {path} | {explained_share(maps.student, maps.teacher):.3f} | {best:.3f} | "
-                     f"{best_centred:.3f} | {transform_weights(module, path, steps)} |")  # fmt: skip
+                     f"{best_centred:.3f} | {transform_weights(module, path, alone)} |")  # fmt: skip
     return lines
 
 
-def transform_weights(module: PKKDModule, path: str, steps: int) -> str:
-    """``mean diagonal (weight decay alone) / mean |off-diagonal|`` of the point's 1x1 transform's weight matrix,
-    or ``-`` without one; weight decay alone only for a transform that starts as the identity."""
+def transform_weights(module: PKKDModule, path: str, decay_alone: float) -> str:
+    """``mean diagonal (decay_alone) / mean |off-diagonal|`` of the point's 1x1 transform's weight matrix, or ``-``
+    without one; ``decay_alone`` (:func:`weight_decay_alone`) only for a transform that starts as the identity."""
     transform = module.distiller.heads[head_key(path)].transform
     convs = [m for m in transform.modules() if isinstance(m, nn.Conv2d)]
     if not convs:
         return "-"
     weight = convs[0].weight.detach().flatten(1)
     off_diagonal = (weight - torch.diag(weight.diagonal())).abs().sum() / (weight.numel() - len(weight))
-    alone = f" ({weight_decay_alone(module, steps):.3f})" if transform is convs[0] else ""
+    alone = f" ({decay_alone:.3f})" if transform is convs[0] else ""
     return f"{weight.diagonal().mean():.3f}{alone} / {off_diagonal:.4f}"
 
 

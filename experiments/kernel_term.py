@@ -96,13 +96,18 @@ def layer_series(run_dir: Path, prefix: str, suffix: str, every: int = DIAGNOSIS
     return layers
 
 
-def diagnosis_series(run_dir: Path, prefix: str, suffix: str, every: int = DIAGNOSIS_EVERY) -> dict[int, float]:
-    """``{diagnosis step: mean over the distilled layers}`` of :func:`layer_series`."""
+def mean_over_layers(layers: dict[str, dict[int, float]]) -> dict[int, float]:
+    """``{step: mean over the layers that have a value at that step}``, steps in order."""
     by_step: dict[int, list[float]] = {}
-    for series in layer_series(run_dir, prefix, suffix, every).values():
+    for series in layers.values():
         for step, value in series.items():
             by_step.setdefault(step, []).append(value)
     return {step: statistics.mean(values) for step, values in sorted(by_step.items())}
+
+
+def diagnosis_series(run_dir: Path, prefix: str, suffix: str, every: int = DIAGNOSIS_EVERY) -> dict[int, float]:
+    """``{diagnosis step: mean over the distilled layers}`` of :func:`layer_series`."""
+    return mean_over_layers(layer_series(run_dir, prefix, suffix, every))
 
 
 def unexplained_series(run_dir: Path) -> dict[int, float]:
@@ -110,12 +115,11 @@ def unexplained_series(run_dir: Path) -> dict[int, float]:
     the transformed student map predicts the teacher map's mean and nothing of how it varies."""
     losses = layer_series(run_dir, "train/kernel/", "/loss_after_transform")
     spreads = layer_series(run_dir, "train/kernel/", "/teacher_spread")
-    by_step: dict[int, list[float]] = {}
+    ratios: dict[str, dict[int, float]] = {}
     for layer, series in losses.items():
-        for step, loss in series.items():
-            if (spread := spreads.get(layer, {}).get(step)) is not None:
-                by_step.setdefault(step, []).append(loss / spread**2)
-    return {step: statistics.mean(values) for step, values in sorted(by_step.items())}
+        spread = spreads.get(layer, {})
+        ratios[layer] = {step: loss / spread[step] ** 2 for step, loss in series.items() if step in spread}
+    return mean_over_layers(ratios)
 
 
 def logged_mean(run_dir: Path, prefix: str, suffix: str, steps: tuple[int, int]) -> float | None:

@@ -152,8 +152,7 @@ def kernel_maps(module: PKKDModule, loader: Iterable[Any], max_batches: int = 4)
                     break
                 x = (batch[0] if isinstance(batch, (list, tuple)) else batch).to(module.device)
                 for path, f in module.distiller(x, train_teacher=False, return_features=True).features.items():
-                    before = f.student if f.student_untransformed is None else f.student_untransformed
-                    for kept, tensor in zip(pooled[path], (before, f.student, f.teacher)):
+                    for kept, tensor in zip(pooled[path], (f.student_before_transform, f.student, f.teacher)):
                         kept.append(tensor.cpu())
     finally:
         module.train(was_training)

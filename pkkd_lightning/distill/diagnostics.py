@@ -60,8 +60,8 @@ def gradient_shares(
 def kernel_statistics(features: PointFeatures) -> dict[str, torch.Tensor]:
     """Detached statistics of one point's kernel maps (see the module docstring): ``loss_before_transform``,
     ``loss_after_transform``, ``student_mean``, ``student_spread``, ``teacher_mean``, ``teacher_spread``."""
-    student = features.student if features.student_untransformed is None else features.student_untransformed
-    student, transformed, teacher = student.detach(), features.student.detach(), features.teacher.detach()
+    student, transformed = features.student_before_transform.detach(), features.student.detach()
+    teacher = features.teacher.detach()
     return {
         "loss_before_transform": F.mse_loss(student, teacher),
         "loss_after_transform": F.mse_loss(transformed, teacher),

@@ -49,6 +49,11 @@ class PointFeatures:
     teacher: torch.Tensor
     student_untransformed: torch.Tensor | None = None
 
+    @property
+    def student_before_transform(self) -> torch.Tensor:
+        """The student side before the head's trainable map: ``student_untransformed``, or ``student`` without one."""
+        return self.student if self.student_untransformed is None else self.student_untransformed
+
 
 @dataclass
 class DistillerOutput:
@@ -217,8 +222,7 @@ class KernelDistiller(FeatureDistiller):
         transform_input: TransformInput = "kernel",
     ) -> None:
         check_choice("feature_space", feature_space, FeatureSpace)
-        check_choice("transform_input", transform_input, TransformInput)
-        self.transform_input = transform_input
+        self.transform_input = transform_input  # validated by each KernelHead
         self.kernel_kwargs = {
             "momentum": sigma_momentum,
             "apply_kernel": feature_space == "kernel",
