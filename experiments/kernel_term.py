@@ -26,7 +26,9 @@ transform, the maps' mean and spread). Choices are read on validation only: the 
 late validation accuracy is highest, paired by seed with ``pkkd``, at each length.
 
 The variants chosen that way run again on the convergence study's 48-epoch protocol (``--epochs 48``: runs named
-``<variant>_48ep_seed<k>``, paired with ``pkkd_48ep_seed<k>`` and ``pkkd_logits_48ep_seed<k>``).
+``<variant>_48ep_seed<k>``, paired with ``pkkd_48ep_seed<k>`` and ``pkkd_logits_48ep_seed<k>``). For each variant
+with at least two seeds the summary states the rule for a new default (:func:`default_rule`): at least +0.5 points
+over logits-only distillation on test and on validation, each with a paired t of at least 3.
 
 Usage::
 
@@ -45,7 +47,7 @@ from experiments.calibration import schedule
 from experiments.convergence import CONFIG, DATA, EPOCHS, NEW_PKKD, arm, lengths
 from experiments.convergence import OUT as CONVERGENCE_OUT
 from experiments.runner import REPO, Run, experiment_parser, run_all
-from experiments.summary import final_test, load_results, paired
+from experiments.summary import final_test, interval95, load_results, paired, t_value
 from pkkd_lightning.analysis import read_run_metrics
 
 OUT = REPO / "experiments" / "results" / "kernel_term"
@@ -189,6 +191,10 @@ def length_summary(arms: Arms, epochs: int) -> str:
     chosen = highest_on_validation({v: scores[v][1] for v in VARIANTS if arms[v][1]}, scores[BASELINES[0]][1])
     if chosen:
         lines += ["", f"Highest on validation (paired with {BASELINES[0]}): {chosen[0]} ({chosen[1]:+.2f})."]
+    logits_only = scores[RULE_BASELINE]
+    for variant in VARIANTS:
+        if len(paired(scores[variant][0], logits_only[0])[0]) >= 2:
+            lines += ["", default_rule(variant, *scores[variant], *logits_only)]
     return "\n".join(lines) + "\n\n" + kernel_statistics_table(arms, epochs) + "\n"
 
 
@@ -201,6 +207,34 @@ def highest_on_validation(
         name: statistics.mean(diffs) for name, by_seed in variants.items() if (diffs := paired(by_seed, baseline)[0])
     }
     return max(gains.items(), key=lambda item: item[1]) if gains else None
+
+
+#: The rule for a new default: a variant's kernel term must add at least RULE_GAIN points over distillation from
+#: the soft logits alone (RULE_BASELINE), paired by seed, on test and on validation, each with a paired t >= RULE_T.
+RULE_BASELINE, RULE_GAIN, RULE_T = "pkkd_logits", 0.5, 3.0
+
+
+def default_rule(
+    variant: str,
+    test: dict[int, float],
+    val: dict[int, float],
+    baseline_test: dict[int, float],
+    baseline_val: dict[int, float],
+) -> str:
+    """One line: ``variant`` minus the rule's baseline on test and on validation (mean, 95% interval, t over the
+    seeds both have, at least two) and whether both clear ``mean >= RULE_GAIN`` with ``t >= RULE_T``."""
+    cells, met = [], True
+    for split, a, b in (("test", test, baseline_test), ("validation", val, baseline_val)):
+        diffs = paired(a, b)[0]
+        low, high = interval95(diffs)
+        t, mean = t_value(diffs), statistics.mean(diffs)
+        met &= mean >= RULE_GAIN and t >= RULE_T
+        cells.append(f"{split} {mean:+.2f} (95% interval {low:+.2f} to {high:+.2f}, t = {t:.1f}, {len(diffs)} seeds)")
+    verdict = "met" if met else "not met"
+    return (
+        f"Rule for a new default (>= {RULE_GAIN:+.2f} over {RULE_BASELINE} on test and validation, t >= {RULE_T:g}): "
+        f"{variant} {'; '.join(cells)}: {verdict}."
+    )
 
 
 #: The kernel statistics the summary shows, as logged (``train/kernel/<layer>/<name>``).

@@ -8,6 +8,8 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
+from scipy import stats
+
 
 def load_results(out: Path, method: str) -> dict[int, dict]:
     """``{seed: result}`` of every finished run ``<method>_seed<k>`` under ``out``."""
@@ -41,7 +43,22 @@ def paired(a: dict[int, float], b: dict[int, float]) -> tuple[list[float], str]:
     diffs = [a[s] - b[s] for s in seeds]
     if len(diffs) < 2:
         return diffs, " ".join(f"{d:+.2f}" for d in diffs) or "n/a"
-    sd = statistics.stdev(diffs)
-    t = statistics.mean(diffs) / (sd / math.sqrt(len(diffs))) if sd > 0 else math.inf
     per_seed = ", ".join(f"{d:+.2f}" for d in diffs)
+    t = t_value(diffs)
     return diffs, f"{statistics.mean(diffs):+.2f} (per seed {per_seed}; t = {t:.1f}, df = {len(diffs) - 1})"
+
+
+def t_value(diffs: Sequence[float]) -> float:
+    """The one-sample t statistic of paired differences, ``mean / (sd / sqrt(n))``; +-inf when all are the same
+    non-zero number, 0 when all are 0."""
+    mean, sd = statistics.mean(diffs), statistics.stdev(diffs)
+    if sd == 0:
+        return math.copysign(math.inf, mean) if mean else 0.0
+    return mean / (sd / math.sqrt(len(diffs)))
+
+
+def interval95(diffs: Sequence[float]) -> tuple[float, float]:
+    """The two-sided 95% confidence interval of the mean of paired differences,
+    ``mean -/+ t_{0.975, n-1} sd / sqrt(n)`` (Student's t with n - 1 degrees of freedom)."""
+    half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    return statistics.mean(diffs) - half, statistics.mean(diffs) + half

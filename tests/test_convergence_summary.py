@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
-from experiments import convergence
+import pytest
+
+from experiments import convergence, summary
 
 
 def write_result(out: Path, name: str, seed: int, test: float, curve: list[float]) -> None:
@@ -83,3 +86,12 @@ def test_study_is_read_per_length_and_any_length_has_every_method(tmp_path: Path
     assert list(study) == [8]
     assert study[8]["cnn"][0]["final"]["student_acc1"] == 0.50
     assert convergence.at_length(study, convergence.EPOCHS) == {m: {} for m in convergence.METHODS}
+
+
+def test_the_paired_t_and_95_percent_interval_follow_students_t_by_hand():
+    diffs = [1.0, 2.0, 3.0]  # mean 2, sd 1, standard error 1 / sqrt(3)
+    assert summary.t_value(diffs) == pytest.approx(2 * math.sqrt(3))
+    low, high = summary.interval95(diffs)
+    half = 4.302653 / math.sqrt(3)  # t quantile 0.975 with 2 degrees of freedom, from a printed table
+    assert (low, high) == (pytest.approx(2 - half, abs=1e-5), pytest.approx(2 + half, abs=1e-5))
+    assert summary.t_value([-0.5, -0.5]) == -math.inf and summary.t_value([0.0, 0.0]) == 0.0

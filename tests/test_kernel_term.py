@@ -111,3 +111,26 @@ def test_the_unexplained_fraction_is_the_loss_over_the_teacher_variance_per_laye
     assert kernel_term.unexplained_series(run) == {0: pytest.approx(1.0), 100: pytest.approx((0.5 + 0.25) / 2)}
     kernel_term.plot(tmp_path / "kernel_term", tmp_path / "figure.png", tmp_path / "convergence")
     assert (tmp_path / "figure.png").stat().st_size > 0
+
+
+def test_the_default_rule_asks_for_half_a_point_over_logits_only_on_both_splits_with_t_of_three():
+    logits = {0: 70.0, 1: 71.0, 2: 72.0}
+    clear = {0: 71.0, 1: 72.1, 2: 72.9}  # +1.0, +1.1, +0.9: t = 17.3
+    rule = kernel_term.default_rule("v", clear, clear, logits, logits)
+    assert rule.endswith(": met.") and "test +1.00 (95% interval +0.75 to +1.25, t = 17.3, 3 seeds)" in rule
+    noisy = {0: 72.0, 1: 71.0, 2: 72.5}  # +2.0, 0.0, +0.5: mean +0.83 but t = 1.4
+    assert kernel_term.default_rule("v", clear, noisy, logits, logits).endswith(": not met.")
+    small = {0: 70.3, 1: 71.3, 2: 72.35}  # +0.3, +0.3, +0.35: t large, gain below half a point
+    assert kernel_term.default_rule("v", small, clear, logits, logits).endswith(": not met.")
+
+
+def test_the_summary_states_the_rule_only_for_variants_with_two_paired_seeds(tmp_path: Path):
+    baselines, variants = tmp_path / "convergence", tmp_path / "kernel_term"
+    for seed, (logits, variant) in enumerate([(0.70, 0.71), (0.71, 0.72), (0.72, 0.735)]):
+        write_result(baselines, f"pkkd_48ep_seed{seed}", seed, 0.70, [0.7] * 10)
+        write_result(baselines, f"pkkd_logits_48ep_seed{seed}", seed, logits, [logits] * 10)
+        write_result(variants, f"pkkd_notransform_48ep_seed{seed}", seed, variant, [variant] * 10)
+    write_result(variants, "pkkd_lam1_48ep_seed0", 0, 0.90, [0.9] * 10)
+    table = kernel_term.summarize(variants, baselines)
+    rules = [line for line in table.splitlines() if line.startswith("Rule for a new default")]
+    assert len(rules) == 1 and "pkkd_notransform test +1.17" in rules[0] and rules[0].endswith(": met.")
