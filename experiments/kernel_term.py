@@ -170,8 +170,8 @@ def length_summary(arms: Arms, epochs: int) -> str:
         "",
         f"| method | seeds | test % (final) | val % (last {LAST_EPOCHS} epochs) | "
         + " | ".join(f"- {b}: test / val (paired)" for b in BASELINES)
-        + " | feature grad share, steps 0-300 | steps 1000 on |",
-        "|---" * (5 + len(BASELINES)) + "|",
+        + " | feature grad share, steps 0-300 | steps 1000 on | teacher test % by seed |",
+        "|---" * (7 + len(BASELINES)) + "|",
     ]
     for method, (_, by_seed) in arms.items():
         if not by_seed:
@@ -186,7 +186,7 @@ def length_summary(arms: Arms, epochs: int) -> str:
         lines.append(
             f"| {method} | {', '.join(map(str, sorted(by_seed)))} | {statistics.mean(test.values()):.2f} | "
             f"{statistics.mean(val.values()):.2f} | {' | '.join(paired_cells)} | {_mean_or_dash(early)} | "
-            f"{_mean_or_dash(late)} |"
+            f"{_mean_or_dash(late)} | {teacher_cell(by_seed)} |"
         )
     chosen = highest_on_validation({v: scores[v][1] for v in VARIANTS if arms[v][1]}, scores[BASELINES[0]][1])
     if chosen:
@@ -196,6 +196,15 @@ def length_summary(arms: Arms, epochs: int) -> str:
         if len(paired(scores[variant][0], logits_only[0])[0]) >= 2:
             lines += ["", default_rule(variant, *scores[variant], *logits_only)]
     return "\n".join(lines) + "\n\n" + kernel_statistics_table(arms, epochs) + "\n"
+
+
+def teacher_cell(by_seed: dict[int, dict]) -> str:
+    """The teachers' final test accuracy per seed, ``-`` for runs without one. The teacher computes what the CNN alone
+    computes on one machine and install, so runs whose teachers differ on a seed ran in different environments, and
+    their paired difference carries that change as well as the method's."""
+    return ", ".join(
+        f"{final_test(r, 'teacher'):.2f}" if "teacher_acc1" in r["final"] else "-" for _, r in sorted(by_seed.items())
+    )
 
 
 def highest_on_validation(

@@ -11,10 +11,13 @@ import pytest
 from experiments import convergence, summary
 
 
-def write_result(out: Path, name: str, seed: int, test: float, curve: list[float]) -> None:
+def write_result(
+    out: Path, name: str, seed: int, test: float, curve: list[float], teacher: float | None = None
+) -> None:
     run = out / name
     run.mkdir(parents=True)
-    result = {"seed": seed, "final": {"student_acc1": test}, "val_curve": [[i, v] for i, v in enumerate(curve)]}
+    final = {"student_acc1": test} | ({"teacher_acc1": teacher} if teacher is not None else {})
+    result = {"seed": seed, "final": final, "val_curve": [[i, v] for i, v in enumerate(curve)]}
     (run / "result.json").write_text(json.dumps(result))
 
 

@@ -54,7 +54,7 @@ def test_summary_pairs_variants_with_the_baselines_by_seed_and_reads_the_gradien
     lam1 = next(line for line in table.splitlines() if line.startswith("| pkkd_lam1 |"))
     assert "| 0 | 65.00 | 60.00 | +3.00 / +10.00 | +4.00 / +20.00 | 0.300 | 0.020 |" in lam1
     pkkd = next(line for line in table.splitlines() if line.startswith("| pkkd |"))
-    assert "| 0, 1 | 63.00 |" in pkkd and "| - |" in pkkd and pkkd.endswith("| - | - |")
+    assert "| 0, 1 | 63.00 |" in pkkd and "| - |" in pkkd and pkkd.endswith("| - | - | -, - |")
     assert "Highest on validation (paired with pkkd): pkkd_lam1 (+10.00)." in table
 
 
@@ -134,3 +134,17 @@ def test_the_summary_states_the_rule_only_for_variants_with_two_paired_seeds(tmp
     table = kernel_term.summarize(variants, baselines)
     rules = [line for line in table.splitlines() if line.startswith("Rule for a new default")]
     assert len(rules) == 1 and "pkkd_notransform test +1.17" in rules[0] and rules[0].endswith(": met.")
+
+
+def test_the_teachers_per_seed_show_whether_two_runs_shared_an_environment(tmp_path: Path):
+    baselines, variants = tmp_path / "convergence", tmp_path / "kernel_term"
+    write_result(baselines, "pkkd_seed0", 0, 0.62, [0.5] * 10, teacher=0.6935)
+    write_result(baselines, "pkkd_seed1", 1, 0.64, [0.5] * 10, teacher=0.6829)
+    write_result(variants, "pkkd_lam1_seed0", 0, 0.65, [0.6] * 10, teacher=0.6847)
+    table = kernel_term.summarize(variants, baselines)
+    assert next(line for line in table.splitlines() if line.startswith("| pkkd |")).endswith("| 69.35, 68.29 |")
+    assert next(line for line in table.splitlines() if line.startswith("| pkkd_lam1 |")).endswith("| 68.47 |")
+    lines = table.splitlines()
+    for header, rule, row in zip(lines, lines[1:], lines[2:]):
+        if rule.startswith("|---"):  # a markdown table renders only when its rows have the header's cell count
+            assert header.count("|") == rule.count("|") == (row.count("|") if row.startswith("|") else rule.count("|"))
