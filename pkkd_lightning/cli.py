@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,8 @@ _SPECIAL_CKPT_PATHS = ("best", "last", "hpc", "registry")
 _UNSUPPORTED_FLAGS = ("--optimizer", "--lr_scheduler")
 #: What the CLI keeps of a checkpoint it checked, for the data check after the data module is built.
 _CHECKPOINT_RECORD_KEYS = ("hyper_parameters", "datamodule_hyper_parameters", "data_classes")
+#: The start of ``ModelCheckpoint``'s warning when a checkpoint's callback state is restored into another folder.
+_FOLDER_CHANGED_WARNING = "The dirpath has changed from"
 
 
 class PKKDLightningCLI(LightningCLI):
@@ -194,7 +197,12 @@ class PKKDLightningCLI(LightningCLI):
 
     def _run_subcommand(self, subcommand: str) -> None:
         try:
-            super()._run_subcommand(subcommand)
+            with warnings.catch_warnings():
+                if subcommand != "fit":
+                    # validate/test/predict restore the last-checkpoint callback's state into this run's new log
+                    # folder, and Lightning warns that its old paths are not reloaded: only a fit would use them.
+                    warnings.filterwarnings("ignore", message=_FOLDER_CHANGED_WARNING)
+                super()._run_subcommand(subcommand)
         except SIGTERMException:
             raise SystemExit(PREEMPTED_EXIT_CODE) from None
         except BaseException:

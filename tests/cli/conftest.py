@@ -17,10 +17,13 @@ CliRunner = Callable[..., subprocess.CompletedProcess]
 
 @pytest.fixture(scope="session")
 def run_cli() -> CliRunner:
-    """Return a function running ``python cli.py *args`` as a user does: a fresh interpreter, cwd = repo root."""
+    """Return a function running ``python cli.py *args`` as a user does: a fresh interpreter, cwd = repo root;
+    Python's warnings are silenced unless ``warnings`` is set (then each is printed once, as by default)."""
 
-    def run(*args: str, timeout: float = 600, threads: int | None = None) -> subprocess.CompletedProcess:
-        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    def run(
+        *args: str, timeout: float = 600, threads: int | None = None, warnings: bool = False
+    ) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PYTHONWARNINGS": "default" if warnings else "ignore"}
         if threads is not None:
             env["OMP_NUM_THREADS"] = str(threads)
         command = [sys.executable, "cli.py", *args]
