@@ -8,6 +8,7 @@ outputs under a temporary directory.
 from __future__ import annotations
 
 import csv
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -79,22 +80,19 @@ def test_fit_saves_checkpoints_exports_the_student_and_tests_after_fit(fitted: P
         assert 0.0 <= metrics[f"test/{net}_acc1"] <= 1.0
 
 
-def test_test_subcommand_reproduces_the_accuracy_in_a_fresh_process(fitted: Path, run_cli):
+def from_last_checkpoint(run_cli, fitted: Path, subcommand: str) -> subprocess.CompletedProcess:
+    """Run ``subcommand`` on the fit's ``last.ckpt`` with Python's warnings on; check it succeeds without Lightning's
+    warning that the checkpoint folder's paths are not reloaded (noise outside fit: nothing is saved)."""
     last = version_dir(fitted, 0) / "checkpoints" / "last.ckpt"
-    result = run_cli(
-        "test",
-        "--config",
-        DEMO,
-        *TINY,
-        "--trainer.default_root_dir",
-        str(fitted),
-        "--ckpt_path",
-        str(last),
-        warnings=True,
-    )
+    root = ("--trainer.default_root_dir", str(fitted))
+    result = run_cli(subcommand, "--config", DEMO, *TINY, *root, "--ckpt_path", str(last), warnings=True)
     assert result.returncode == 0, result.stderr[-4000:]
-    # Testing saves nothing: Lightning's warning that the checkpoint folder's paths are not reloaded is noise here.
     assert "dirpath has changed" not in result.stderr
+    return result
+
+
+def test_test_subcommand_reproduces_the_accuracy_in_a_fresh_process(fitted: Path, run_cli):
+    result = from_last_checkpoint(run_cli, fitted, "test")
     assert "test/student_acc1" in result.stdout
     after_fit = last_metrics(version_dir(fitted, 0) / "metrics.csv")
     tested = last_metrics(version_dir(fitted) / "metrics.csv")
@@ -104,20 +102,7 @@ def test_test_subcommand_reproduces_the_accuracy_in_a_fresh_process(fitted: Path
 
 
 def test_predict_writes_one_row_per_test_sample(fitted: Path, run_cli):
-    last = version_dir(fitted, 0) / "checkpoints" / "last.ckpt"
-    result = run_cli(
-        "predict",
-        "--config",
-        DEMO,
-        *TINY,
-        "--trainer.default_root_dir",
-        str(fitted),
-        "--ckpt_path",
-        str(last),
-        warnings=True,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    assert "dirpath has changed" not in result.stderr
+    from_last_checkpoint(run_cli, fitted, "predict")
     written = sorted(fitted.glob("version_*/predictions.csv"))
     assert len(written) == 1, written
     with written[0].open() as f:
