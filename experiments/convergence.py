@@ -225,8 +225,9 @@ def main(argv: list[str] | None = None) -> None:
         run_all(runs(args.methods, args.seeds, args.epochs), args.out, args.jobs, args.threads)
     study = load_study(args.out)
     table = summarize(study, args.headline)
-    (REPO / "docs" / "results_convergence.md").write_text(table)
-    plot(study, REPO / "docs" / "figures" / "convergence_curves.png", args.headline)
+    if args.out.resolve() == OUT.resolve():  # runs kept elsewhere (e.g. baselines run again beside another study's)
+        (REPO / "docs" / "results_convergence.md").write_text(table)  # are printed, not written over the docs
+        plot(study, REPO / "docs" / "figures" / "convergence_curves.png", args.headline)
     print(table)
 
 

@@ -35,6 +35,12 @@ Usage::
     python -m experiments.kernel_term run --jobs 1          # resumable; 50-110 min a run on one core
     python -m experiments.kernel_term run --epochs 48 --variants pkkd_notransform --seeds 0 1 2
     python -m experiments.kernel_term summarize             # docs/results_kernel_term.md, figures/kernel_term.png
+
+The baselines' runs pair exactly with a variant's only on the same machine and install (the teacher column of the
+summary shows it: the teacher computes what the CNN alone computes there). To pair on this machine, run them again
+into this study's folder, where the summary reads them in place of the convergence study's::
+
+    python -m experiments.convergence run --epochs 48 --methods pkkd_logits pkkd --out experiments/results/kernel_term
 """
 
 from __future__ import annotations
@@ -141,8 +147,13 @@ Arms = dict[str, tuple[Path, dict[int, dict]]]
 
 
 def arms_at(out: Path, baseline_out: Path, epochs: int) -> Arms:
-    """The baselines (from the convergence study) and the variants, each with its finished runs at ``epochs``."""
-    arms = {m: (baseline_out, load_results(baseline_out, arm(m, epochs))) for m in BASELINES}
+    """The baselines and the variants, each with its finished runs at ``epochs``. A baseline run again beside the
+    variants (under ``out``, named as the convergence study names it) is read there, on the machine the variants ran
+    on; otherwise it is read from the convergence study (``baseline_out``)."""
+    arms = {}
+    for method in BASELINES:
+        here = load_results(out, arm(method, epochs))
+        arms[method] = (out, here) if here else (baseline_out, load_results(baseline_out, arm(method, epochs)))
     arms.update({v: (out, load_results(out, arm(v, epochs))) for v in VARIANTS})
     return arms
 

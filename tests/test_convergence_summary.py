@@ -98,3 +98,15 @@ def test_the_paired_t_and_95_percent_interval_follow_students_t_by_hand():
     half = 4.302653 / math.sqrt(3)  # t quantile 0.975 with 2 degrees of freedom, from a printed table
     assert (low, high) == (pytest.approx(2 - half, abs=1e-5), pytest.approx(2 + half, abs=1e-5))
     assert summary.t_value([-0.5, -0.5]) == -math.inf and summary.t_value([0.0, 0.0]) == 0.0
+
+
+def test_a_summary_of_runs_kept_elsewhere_is_printed_and_leaves_the_studys_docs_alone(tmp_path: Path, capsys):
+    docs = [
+        convergence.REPO / "docs" / "results_convergence.md",
+        convergence.REPO / "docs" / "figures" / "convergence_curves.png",
+    ]
+    before = [path.read_bytes() for path in docs]
+    write_result(tmp_path, "pkkd_logits_48ep_seed0", 0, 0.6789, [0.5] * 10)
+    convergence.main(["summarize", "--out", str(tmp_path)])
+    assert "67.89" in capsys.readouterr().out
+    assert [path.read_bytes() for path in docs] == before

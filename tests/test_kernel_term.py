@@ -148,3 +148,18 @@ def test_the_teachers_per_seed_show_whether_two_runs_shared_an_environment(tmp_p
     for header, rule, row in zip(lines, lines[1:], lines[2:]):
         if rule.startswith("|---"):  # a markdown table renders only when its rows have the header's cell count
             assert header.count("|") == rule.count("|") == (row.count("|") if row.startswith("|") else rule.count("|"))
+
+
+def test_a_baseline_run_again_beside_the_variants_is_read_in_place_of_the_convergence_studys(tmp_path: Path):
+    baselines, variants = tmp_path / "convergence", tmp_path / "kernel_term"
+    write_result(baselines, "pkkd_logits_48ep_seed0", 0, 0.70, [0.7] * 10, teacher=0.72)
+    write_result(baselines, "pkkd_logits_48ep_seed1", 1, 0.70, [0.7] * 10, teacher=0.72)
+    write_result(variants, "pkkd_logits_48ep_seed0", 0, 0.68, [0.7] * 10, teacher=0.71)
+    write_result(variants, "pkkd_notransform_48ep_seed0", 0, 0.69, [0.7] * 10, teacher=0.71)
+    arms = kernel_term.arms_at(variants, baselines, 48)
+    assert arms["pkkd_logits"][0] == variants and list(arms["pkkd_logits"][1]) == [0]
+    assert arms["pkkd"] == (baselines, {})
+    row = next(
+        line for line in kernel_term.summarize(variants, baselines).splitlines() if "| pkkd_notransform |" in line
+    )
+    assert row.endswith("| +1.00 / +0.00 | - | - | 71.00 |")  # paired with the run on its own machine (same teacher)
