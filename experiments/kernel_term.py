@@ -206,7 +206,8 @@ def length_summary(arms: Arms, epochs: int) -> str:
     for variant in VARIANTS:
         if len(paired(scores[variant][0], logits_only[0])[0]) >= 2:
             lines += ["", default_rule(variant, *scores[variant], *logits_only)]
-    return "\n".join(lines) + "\n\n" + kernel_statistics_table(arms, epochs) + "\n"
+    statistics_table = kernel_statistics_table(arms, epochs)
+    return "\n".join(lines) + "\n\n" + (statistics_table + "\n" if statistics_table else "")
 
 
 def teacher_cell(by_seed: dict[int, dict]) -> str:
@@ -263,11 +264,9 @@ KERNEL_STATISTICS = ("loss_before_transform", "loss_after_transform", "student_s
 
 def kernel_statistics_table(arms: Arms, epochs: int) -> str:
     """Per method, the kernel statistics averaged over the distilled layers and seeds, early (steps 0-300) and late
-    (1000 on): how far apart the maps are before and after the transform, and how spread out each map is."""
-    lines = [
-        "| method | " + " | ".join(f"{name} (early / late)" for name in KERNEL_STATISTICS) + " |",
-        "|---" * (1 + len(KERNEL_STATISTICS)) + "|",
-    ]
+    (1000 on): how far apart the maps are before and after the transform, and how spread out each map is. Empty
+    when no run logged any of them."""
+    lines = []
     for method, (_, by_seed) in arms.items():
         cells = []
         for name in KERNEL_STATISTICS:
@@ -278,7 +277,13 @@ def kernel_statistics_table(arms: Arms, epochs: int) -> str:
             cells.append(" / ".join(_mean_or_dash(values, digits=4) for values in spans))
         if by_seed and any(cell != "- / -" for cell in cells):
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    if not lines:
+        return ""
+    header = [
+        "| method | " + " | ".join(f"{name} (early / late)" for name in KERNEL_STATISTICS) + " |",
+        "|---" * (1 + len(KERNEL_STATISTICS)) + "|",
+    ]
+    return "\n".join(header + lines) + "\n"
 
 
 def _mean_or_dash(values: list[float | None], digits: int = 3) -> str:

@@ -72,6 +72,16 @@ def test_each_length_is_summarised_against_the_baselines_of_that_length(tmp_path
     assert "| pkkd | 0 | 70.00 |" in long and "pkkd_notransform (+2.00)" in long
 
 
+def test_a_length_whose_runs_logged_no_kernel_statistics_shows_no_kernel_statistics_table(tmp_path: Path):
+    baselines, variants = tmp_path / "convergence", tmp_path / "kernel_term"
+    write_result(baselines, "pkkd_seed0", 0, 0.62, [0.5] * 10)
+    write_result(variants, "pkkd_lam1_seed0", 0, 0.65, [0.6] * 10)
+    write_shares(variants / "pkkd_lam1_seed0", {100: 0.2, 1100: 0.01})  # gradient shares, no kernel statistics
+    table = kernel_term.summarize(variants, baselines)
+    assert "| pkkd_lam1 | 0 | 65.00 |" in table and "student_spread" not in table
+    assert table.rstrip().endswith("Highest on validation (paired with pkkd): pkkd_lam1 (+10.00).")
+
+
 def test_the_highest_on_validation_is_paired_by_seed_and_needs_a_shared_seed():
     baseline = {0: 60.0, 1: 70.0}
     variants = {"a": {0: 61.0, 1: 70.0}, "b": {1: 70.8}, "c": {5: 99.0}}
